@@ -1,0 +1,217 @@
+#include "naive.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "normcheck/partition.hpp"
+#include "normcheck/version.hpp"
+
+namespace normcheck {
+namespace {
+
+/// Typed strided access by logical index.
+template <class T>
+struct View {
+  T* data = nullptr;
+  int rank = 0;
+  const int64_t* dims = nullptr;
+  const int64_t* strides = nullptr;
+  explicit View(const TensorArg& a)
+      : data(static_cast<T*>(a.data)), rank(a.rank), dims(a.dims), strides(a.strides) {}
+  T& operator[](int64_t i) const {
+    int64_t off = 0;
+    for (int d = rank - 1; d >= 0; --d) {
+      off += (i % dims[d]) * strides[d];
+      i /= dims[d];
+    }
+    return data[off];
+  }
+};
+
+template <class T>
+class Kernel {
+ public:
+  Kernel(const RunArgs& a, const NaiveFlaws& flaws) : a_(a), flaws_(flaws) {
+    Problem p;
+    p.op = a.op;
+    p.dims.assign(a.dims, a.dims + a.rank);
+    p.norm_dims = a.norm_dims;
+    p.groups = a.groups;
+    part_ = make_partition(p);
+  }
+
+  uint32_t run() {
+    switch (a_.pass) {
+      case Pass::forward_training: return forward(false);
+      case Pass::forward_inference: return forward(true);
+      case Pass::backward_training:
+      case Pass::backward_inference: return backward();
+    }
+    return 0;
+  }
+
+ private:
+  T gamma(int64_t i) const {
+    return a_.gamma.present() ? View<T>(a_.gamma)[part_.affine_of[i]] : T(1);
+  }
+  T beta(int64_t i) const {
+    return a_.beta.present() ? View<T>(a_.beta)[part_.affine_of[i]] : T(0);
+  }
+  T inv_std_of(T var, T eps, int64_t m) const {
+    if (flaws_.unbiased_normalization && m > 1) var = var * T(m) / T(m - 1);
+    if (flaws_.eps_outside_sqrt) return T(1) / (std::sqrt(var) + eps);
+    return T(1) / std::sqrt(var + eps);
+  }
+
+  uint32_t forward(bool inference) {
+    View<T> x(a_.x), y(a_.y);
+    const T eps = static_cast<T>(a_.eps);
+    const int64_t m = part_.set_size;
+    uint32_t produced = kOutY;
+    for (int64_t s = 0; s < part_.num_sets; ++s) {
+      const int64_t* idx = part_.set_begin(s);
+      T mean = 0, var = 0, r = 0;
+      if (inference) {
+        mean = View<T>(a_.running_mean)[s];
+        r = T(1) / std::sqrt(View<T>(a_.running_var)[s] + eps);
+      } else {
+        if (part_.subtract_mean) {
+          T sum = 0;
+          for (int64_t k = 0; k < m; ++k) sum += x[idx[k]];
+          mean = sum / T(m);
+        }
+        T ss = 0;
+        for (int64_t k = 0; k < m; ++k) {
+          const T d = x[idx[k]] - mean;
+          ss += d * d;
+        }
+        var = ss / T(m);
+        r = inv_std_of(var, eps, m);
+        if (a_.mean.present() && part_.subtract_mean) {
+          View<T>(a_.mean)[s] = mean;
+          produced |= kOutMean;
+        }
+        if (a_.variance.present()) {
+          View<T>(a_.variance)[s] = var;
+          produced |= kOutVariance;
+        }
+        if (a_.inv_std.present()) {
+          View<T>(a_.inv_std)[s] = r;
+          produced |= kOutInvStd;
+        }
+        if (a_.running_mean.present() && a_.running_var.present()) {
+          T f = static_cast<T>(a_.batch_weight);
+          if (flaws_.swapped_momentum) f = T(1) - f;
+          const T vb = a_.running_var_unbiased ? var * T(m) / T(m - 1) : var;
+          T& rm = View<T>(a_.running_mean)[s];
+          T& rv = View<T>(a_.running_var)[s];
+          rm = (T(1) - f) * rm + f * mean;
+          rv = (T(1) - f) * rv + f * vb;
+          produced |= kOutRunningMean | kOutRunningVar;
+        }
+      }
+      for (int64_t k = 0; k < m; ++k) {
+        const int64_t i = idx[k];
+        y[i] = gamma(i) * ((x[i] - mean) * r) + beta(i);
+      }
+    }
+    return produced;
+  }
+
+  uint32_t backward() {
+    View<T> x(a_.x), dy(a_.dy), dx(a_.dx);
+    const T eps = static_cast<T>(a_.eps);
+    const bool global = a_.pass == Pass::backward_inference;
+    const int64_t m = part_.set_size;
+    std::vector<T> dgamma(part_.num_affine, T(0)), dbeta(part_.num_affine, T(0));
+    for (int64_t s = 0; s < part_.num_sets; ++s) {
+      const int64_t* idx = part_.set_begin(s);
+      T mean, r;
+      if (global) {
+        mean = View<T>(a_.running_mean)[s];
+        r = T(1) / std::sqrt(View<T>(a_.running_var)[s] + eps);
+      } else {
+        mean = part_.subtract_mean ? View<T>(a_.mean)[s] : T(0);
+        r = View<T>(a_.inv_std)[s];
+      }
+      T sum_g = 0, sum_gx = 0;
+      for (int64_t k = 0; k < m; ++k) {
+        const int64_t i = idx[k];
+        const T xh = (x[i] - mean) * r;
+        const T g = dy[i] * gamma(i);
+        sum_g += g;
+        sum_gx += g * xh;
+        dgamma[part_.affine_of[i]] += dy[i] * xh;
+        dbeta[part_.affine_of[i]] += dy[i];
+      }
+      const T a = part_.subtract_mean ? sum_g / T(m) : T(0);
+      const T b = sum_gx / T(m);
+      for (int64_t k = 0; k < m; ++k) {
+        const int64_t i = idx[k];
+        const T g = dy[i] * gamma(i);
+        if (global) {
+          dx[i] = r * g;
+        } else {
+          const T xh = (x[i] - mean) * r;
+          dx[i] = r * (g - a - xh * b);
+        }
+      }
+    }
+    uint32_t produced = kOutDx;
+    if (a_.dgamma.present()) {
+      View<T> dg(a_.dgamma);
+      for (int64_t j = 0; j < part_.num_affine; ++j) dg[j] = dgamma[j];
+      produced |= kOutDgamma;
+    }
+    if (a_.dbeta.present()) {
+      View<T> db(a_.dbeta);
+      for (int64_t j = 0; j < part_.num_affine; ++j) db[j] = dbeta[j];
+      produced |= kOutDbeta;
+    }
+    return produced;
+  }
+
+  const RunArgs& a_;
+  NaiveFlaws flaws_;
+  Partition part_;
+};
+
+class NaiveBackend final : public Backend {
+ public:
+  NaiveBackend(NaiveFlaws flaws, std::string name) : flaws_(flaws), name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+  std::string version() const override { return std::string("normcheck ") + kVersion; }
+  std::string description() const override {
+    return "textbook two-pass normalization, recursive sums in the data dtype (f32, f64)";
+  }
+  Capabilities capabilities() const override {
+    return {{std::begin(kAllOps), std::end(kAllOps)},
+            {std::begin(kAllPasses), std::end(kAllPasses)},
+            {DType::f32, DType::f64},
+            {Layout::nchw, Layout::nhwc}};
+  }
+  RunResult run(const RunArgs& a) override {
+    RunResult r;
+    try {
+      r.produced = a.x.dtype == DType::f64 ? Kernel<double>(a, flaws_).run()
+                                           : Kernel<float>(a, flaws_).run();
+    } catch (const std::exception& e) {
+      r.ok = false;
+      r.message = e.what();
+    }
+    return r;
+  }
+
+ private:
+  NaiveFlaws flaws_;
+  std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_naive_backend(NaiveFlaws flaws, std::string name) {
+  return std::make_unique<NaiveBackend>(flaws, std::move(name));
+}
+
+}  // namespace normcheck

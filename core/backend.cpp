@@ -1,0 +1,35 @@
+#include "normcheck/backend.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace normcheck {
+
+std::optional<std::string> Backend::unsupported_reason(const RunArgs& args, Layout layout) const {
+  const Capabilities c = capabilities();
+  auto has = [](const auto& v, auto x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+  if (!has(c.ops, args.op)) return fmt::format("op {} not supported by {}", to_string(args.op), name());
+  if (!has(c.passes, args.pass))
+    return fmt::format("pass {} not supported by {}", to_string(args.pass), name());
+  if (!has(c.dtypes, args.x.dtype))
+    return fmt::format("dtype {} not supported by {}", to_string(args.x.dtype), name());
+  if (!has(c.layouts, layout))
+    return fmt::format("layout {} not supported by {}", to_string(layout), name());
+  return std::nullopt;
+}
+
+void BackendRegistry::add(std::string name, std::string summary, Factory f) {
+  entries_.push_back({std::move(name), std::move(summary), f});
+}
+
+std::unique_ptr<Backend> BackendRegistry::create(const std::string& name) const {
+  std::string known;
+  for (const auto& e : entries_) {
+    if (e.name == name) return e.factory();
+    known += (known.empty() ? "" : ", ") + e.name;
+  }
+  throw Error(fmt::format("unknown backend '{}'; known: {}", name, known));
+}
+
+}  // namespace normcheck

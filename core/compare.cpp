@@ -1,0 +1,306 @@
+// The comparison rule. Derivation: docs/comparison.md, after shared/research/tolerance-model.md §2
+// (first-order error bounds; Higham 2002 §3.1 and §4.2 for γ_k and summation depth).
+#include "normcheck/compare.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "normcheck/tensor.hpp"
+
+namespace normcheck {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kSafety = 2.0;  // s in tolerance-model.md §0
+constexpr double kRho = 2.0;     // inverse sqrt as correctly rounded sqrt + divide (§1)
+
+/// γ_k = k·u/(1 − k·u) (Higham 2002, Lemma 3.1); ∞ when k·u ≥ 1.
+double gamma_k(double k, double u) { return k * u < 1 ? k * u / (1 - k * u) : kInf; }
+
+/// Half an ulp of |v| in dtype t (t's spacing at v's binade; subnormal spacing near zero).
+double half_ulp(DType t, double v) {
+  v = std::fabs(v);
+  if (!std::isfinite(v)) return 0;
+  if (t == DType::f32) {
+    const float f = static_cast<float>(v);
+    return 0.5 * (static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity())) - f);
+  }
+  return 0.5 * (std::nextafter(v, kInf) - v);
+}
+
+int64_t ordered_bits(DType t, double v) {
+  if (t == DType::f32) {
+    const float f = static_cast<float>(v);
+    int32_t i;
+    std::memcpy(&i, &f, 4);
+    return i < 0 ? static_cast<int64_t>(INT32_MIN) - i : i;
+  }
+  int64_t i;
+  std::memcpy(&i, &v, 8);
+  return i < 0 ? INT64_MIN - i : i;
+}
+
+std::vector<int64_t> coords_of(int64_t i, const std::vector<int64_t>& dims) {
+  std::vector<int64_t> c(dims.size());
+  for (int d = static_cast<int>(dims.size()) - 1; d >= 0; --d) {
+    c[d] = i % dims[d];
+    i /= dims[d];
+  }
+  return c;
+}
+
+/// Bounds on the computed statistics of one reduction set (tolerance-model.md §2.1–2.3, §2.5).
+struct SetBounds {
+  double e_mean = 0;   ///< E_μ: error of the mean
+  double d_var = 0;    ///< D_v: error of the variance (rms_norm: of the mean square)
+  double delta_r = 0;  ///< δ_r: relative error of r = 1/sqrt(v + eps)
+};
+
+SetBounds set_bounds(bool subtract_mean, double m, double u, double mean, double var, double r,
+                     double m1, double minf) {
+  SetBounds b;
+  const double h = m - 1;  // depth of a recursive sum: the worst case over all summation orders
+  if (subtract_mean) {
+    b.e_mean = gamma_k(h + 4, u) * m1 + 4 * u * minf + u * std::fabs(mean);
+    b.d_var = gamma_k(h + 4, u) * var + 3 * gamma_k(h + 4, u) * minf * std::sqrt(var) +
+              1.01 * b.e_mean * b.e_mean + u * var;
+  } else {
+    b.d_var = gamma_k(h + 2, u) * var + u * var;
+  }
+  const double rel = std::min(b.d_var * r * r, 0.99);
+  b.delta_r = (std::isfinite(rel) ? 1 / std::sqrt(1 - rel) - 1 : kInf) + (kRho + 1.5) * u;
+  return b;
+}
+
+std::vector<int64_t> set_index(const Partition& part) {
+  std::vector<int64_t> s(part.numel);
+  for (int64_t k = 0; k < part.num_sets; ++k)
+    for (int64_t j = 0; j < part.set_size; ++j) s[part.set_begin(k)[j]] = k;
+  return s;
+}
+
+}  // namespace
+
+double ulp_distance(DType t, double a, double b) {
+  if (std::isnan(a) || std::isnan(b) || std::isinf(a) || std::isinf(b))
+    return (a == b || (std::isnan(a) && std::isnan(b))) ? 0 : kInf;
+  return std::fabs(static_cast<double>(ordered_bits(t, a) - ordered_bits(t, b)));
+}
+
+double condition_number(const ReferenceResult& ref) {
+  if (ref.batch_stats.empty()) return 0;
+  const SetStats& s = ref.batch_stats.back();
+  double k = 0;
+  for (size_t i = 0; i < s.inv_std.size(); ++i) k = std::fmax(k, s.inv_std[i] * s.mean_abs[i]);
+  return k;
+}
+
+TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
+                                const std::vector<double>& ref, const std::vector<double>& got,
+                                const std::vector<double>& tol, bool undefined_all) {
+  TensorComparison c;
+  c.name = std::move(name);
+  c.dtype = dtype;
+  c.dims = std::move(dims);
+  c.numel = static_cast<int64_t>(ref.size());
+  for (int64_t i = 0; i < c.numel; ++i) {
+    const double r = ref[i], g = got[i];
+    if (undefined_all) {
+      ++c.undefined;
+      continue;
+    }
+    double ratio;
+    double err = std::fabs(g - r);
+    if (!std::isfinite(r) || !std::isfinite(g)) {
+      const bool same = (std::isnan(r) && std::isnan(g)) || (std::isinf(r) && r == g);
+      if (!same) ++c.nonfinite_mismatch;
+      ratio = same ? 0 : kInf;
+      err = same ? 0 : kInf;
+    } else {
+      ratio = tol[i] > 0 ? err / tol[i] : (err > 0 ? kInf : 0);
+      if (err > tol[i]) ++c.over_tolerance;
+      c.max_abs_err = std::fmax(c.max_abs_err, err);
+      if (r != 0) c.max_rel_err = std::fmax(c.max_rel_err, err / std::fabs(r));
+    }
+    c.max_ulp = std::fmax(c.max_ulp, ulp_distance(dtype, r, g));
+    if (c.worst.index < 0 || ratio > c.worst_ratio) {
+      c.worst_ratio = ratio;
+      c.worst = {i, coords_of(i, c.dims), g, r, err, tol[i]};
+    }
+  }
+  c.pass = c.over_tolerance == 0 && c.nonfinite_mismatch == 0;
+  return c;
+}
+
+Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                           const ReferenceResult& ref) {
+  Tolerances t;
+  const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
+  const double u = unit_roundoff(dt);
+  const double m = static_cast<double>(part.set_size);
+  const auto sets = set_index(part);
+  const std::vector<double>& x = in.batches.back();
+  const SetStats& st = ref.batch_stats.back();
+  const int64_t n = part.numel;
+  auto gamma_of = [&](int64_t i) { return in.gamma.empty() ? 1.0 : in.gamma[part.affine_of[i]]; };
+  auto beta_of = [&](int64_t i) {
+    return in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of[i]];
+  };
+
+  std::vector<SetBounds> bounds(part.num_sets);
+  for (int64_t s = 0; s < part.num_sets; ++s)
+    bounds[s] = set_bounds(part.subtract_mean, m, u, st.mean[s], st.variance[s], st.inv_std[s],
+                           st.mean_abs[s], st.max_abs[s]);
+
+  // Running statistics after the training steps (§2.7): e_k = (1−f)·e_{k−1} + A_k.
+  std::vector<double> e_rm, e_rv;
+  if (p.op == Op::batch_norm && !in.running_mean.empty()) {
+    const size_t n_train = p.pass == Pass::forward_training ? in.batches.size()
+                           : p.pass == Pass::forward_inference ? in.batches.size() - 1 : 0;
+    const double f = in.batch_weight;
+    const double bessel = in.running_var_unbiased && m > 1 ? m / (m - 1) : 1;
+    e_rm.assign(part.num_sets, 0.0);
+    e_rv.assign(part.num_sets, 0.0);
+    for (int64_t c = 0; c < part.num_sets; ++c) {
+      double rm_mag = std::fabs(in.running_mean[c]), rv_mag = std::fabs(in.running_var[c]);
+      for (size_t k = 0; k < n_train; ++k) {
+        const SetStats& sk = ref.batch_stats[k];
+        const SetBounds bk = set_bounds(true, m, u, sk.mean[c], sk.variance[c], sk.inv_std[c],
+                                        sk.mean_abs[c], sk.max_abs[c]);
+        rm_mag = std::fmax(rm_mag, std::fabs(sk.mean[c]));
+        rv_mag = std::fmax(rv_mag, sk.variance[c] * bessel);
+        e_rm[c] = (1 - f) * e_rm[c] + f * bk.e_mean + 3 * u * rm_mag;
+        e_rv[c] = (1 - f) * e_rv[c] + f * bessel * bk.d_var + 3 * u * rv_mag;
+      }
+    }
+    if (!ref.running_mean.empty()) {
+      t.running_mean.resize(part.num_sets);
+      t.running_var.resize(part.num_sets);
+      for (int64_t c = 0; c < part.num_sets; ++c) {
+        t.running_mean[c] = kSafety * e_rm[c] + half_ulp(sdt, ref.running_mean[c]);
+        t.running_var[c] = kSafety * e_rv[c] + half_ulp(sdt, ref.running_var[c]);
+      }
+    }
+  }
+
+  if (p.pass == Pass::forward_training || p.pass == Pass::forward_inference) {
+    const bool running = p.pass == Pass::forward_inference;
+    t.y.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = sets[i];
+      double mu, r, e_mu, delta_r;
+      if (running) {
+        mu = ref.used_running_mean[s];
+        const double v = ref.used_running_var[s];
+        r = 1 / std::sqrt(v + in.eps);
+        e_mu = e_rm[s] + u * std::fabs(mu);
+        delta_r = 0.5 * (e_rv[s] + u * v) * r * r + (kRho + 1.5) * u;
+      } else {
+        mu = st.mean[s];
+        r = st.inv_std[s];
+        e_mu = bounds[s].e_mean;
+        delta_r = bounds[s].delta_r;
+      }
+      const double g = std::fabs(gamma_of(i));
+      const double xhat = (x[i] - mu) * r;
+      const double a = g * r * (e_mu + 2 * u * (std::fabs(x[i]) + std::fabs(mu))) +
+                       g * std::fabs(xhat) * (delta_r + 3 * u) + u * std::fabs(beta_of(i));
+      t.y[i] = kSafety * a + half_ulp(dt, ref.y[i]);
+    }
+    if (p.pass == Pass::forward_training) {
+      t.mean.resize(part.num_sets);
+      t.variance.resize(part.num_sets);
+      t.inv_std.resize(part.num_sets);
+      for (int64_t s = 0; s < part.num_sets; ++s) {
+        t.mean[s] = kSafety * bounds[s].e_mean + half_ulp(sdt, st.mean[s]);
+        t.variance[s] = kSafety * bounds[s].d_var + half_ulp(sdt, st.variance[s]);
+        t.inv_std[s] = kSafety * bounds[s].delta_r * st.inv_std[s] + half_ulp(sdt, st.inv_std[s]);
+      }
+    }
+    return t;
+  }
+
+  // Backward (§2.6). The backend receives the exact statistics rounded to the stats dtype, so the
+  // statistic errors it sees are one rounding: E_μ' = u|μ|, δ_r' = (ρ + 1.5)·u + u (r rounded or
+  // recomputed from the rounded variance).
+  const std::vector<double>& dy = in.dy;
+  const double n_aff = static_cast<double>(n) / static_cast<double>(part.num_affine);
+  const bool global = p.pass == Pass::backward_inference;
+  std::vector<double> mu_s(part.num_sets), r_s(part.num_sets);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    mu_s[s] = global ? ref.used_running_mean[s] : st.mean[s];
+    r_s[s] = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
+  }
+  const double delta_r = (kRho + 2.5) * u;
+  std::vector<double> xhat(n), g(n);
+  for (int64_t i = 0; i < n; ++i) {
+    xhat[i] = (x[i] - mu_s[sets[i]]) * r_s[sets[i]];
+    g[i] = dy[i] * gamma_of(i);
+  }
+  t.dx.resize(n);
+  if (global) {
+    for (int64_t i = 0; i < n; ++i)
+      t.dx[i] = kSafety * std::fabs(ref.dx[i]) * (delta_r + 3 * u) + half_ulp(dt, ref.dx[i]);
+  } else {
+    const double h = m - 1;
+    for (int64_t s = 0; s < part.num_sets; ++s) {
+      const int64_t* idx = part.set_begin(s);
+      double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
+      for (int64_t k = 0; k < part.set_size; ++k) {
+        const int64_t i = idx[k];
+        a += g[i];
+        b += g[i] * xhat[i];
+        g1 += std::fabs(g[i]);
+        gx += std::fabs(g[i] * xhat[i]);
+        gxabs += std::fabs(g[i]) * std::fabs(x[i]);
+      }
+      if (!part.subtract_mean) a = 0;
+      a /= m, b /= m, g1 /= m, gx /= m, gxabs /= m;
+      const double r = r_s[s], mu = mu_s[s];
+      const double e_mu = u * std::fabs(mu);
+      const double da = gamma_k(h + 2, u) * g1;
+      // x̂-form and x-form (dx = A·g + B·x + C) kernels alike: the latter adds γ_{h+3}·r(GX + |μ|G1).
+      const double db = gamma_k(h + 3, u) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
+                        gamma_k(h + 3, u) * r * (gxabs + std::fabs(mu) * g1);
+      for (int64_t k = 0; k < part.set_size; ++k) {
+        const int64_t i = idx[k];
+        const double xi = r * e_mu + std::fabs(xhat[i]) * (delta_r + 2 * u);
+        const double A = r * (da + std::fabs(xhat[i]) * db + std::fabs(b) * xi +
+                              2 * u * (std::fabs(g[i]) + std::fabs(a) + std::fabs(xhat[i] * b)) +
+                              2 * u * r * std::fabs(b) * (std::fabs(x[i]) + std::fabs(mu))) +
+                         (delta_r + 2 * u) * std::fabs(ref.dx[i]);
+        t.dx[i] = kSafety * A + half_ulp(dt, ref.dx[i]);
+      }
+    }
+  }
+  // dgamma, dbeta: sums over the n_aff elements sharing one affine index.
+  std::vector<double> s_dyx(part.num_affine, 0), s_dy(part.num_affine, 0), s_xform(part.num_affine, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t j = part.affine_of[i];
+    const int64_t s = sets[i];
+    s_dyx[j] += std::fabs(dy[i] * xhat[i]);
+    s_dy[j] += std::fabs(dy[i]) * r_s[s] * u * std::fabs(mu_s[s]);  // mean-rounding term r·E_μ'·|dy|
+    s_xform[j] += r_s[s] * std::fabs(dy[i]) * (std::fabs(x[i]) + std::fabs(mu_s[s]));
+  }
+  if (!ref.dgamma.empty()) {
+    t.dgamma.resize(part.num_affine);
+    for (int64_t j = 0; j < part.num_affine; ++j) {
+      const double A = gamma_k(n_aff + 2, u) * (s_dyx[j] + s_xform[j]) + s_dy[j] +
+                       (delta_r + 2 * u) * s_dyx[j];
+      t.dgamma[j] = kSafety * A + half_ulp(sdt, ref.dgamma[j]);
+    }
+  }
+  if (!ref.dbeta.empty()) {
+    t.dbeta.resize(part.num_affine);
+    std::vector<double> s_abs_dy(part.num_affine, 0);
+    for (int64_t i = 0; i < n; ++i) s_abs_dy[part.affine_of[i]] += std::fabs(dy[i]);
+    for (int64_t j = 0; j < part.num_affine; ++j)
+      t.dbeta[j] = kSafety * gamma_k(n_aff, u) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
+  }
+  return t;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,130 @@
+#include "normcheck/data.hpp"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "normcheck/error.hpp"
+#include "normcheck/problem.hpp"
+
+namespace normcheck {
+namespace embedded {
+struct File {
+  const char* path;
+  const char* text;
+};
+extern const File kFiles[];
+extern const std::size_t kFileCount;
+}  // namespace embedded
+
+namespace {
+
+const char* embedded_file(std::string_view path) {
+  for (std::size_t i = 0; i < embedded::kFileCount; ++i)
+    if (path == embedded::kFiles[i].path) return embedded::kFiles[i].text;
+  return nullptr;
+}
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return "";
+  const auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+}  // namespace
+
+const std::vector<Convention>& conventions() {
+  static const std::vector<Convention> table = [] {
+    const char* text = embedded_file("conventions/conventions.json");
+    if (!text) throw Error("conventions/conventions.json is not embedded in this build");
+    const auto j = nlohmann::json::parse(text);
+    std::vector<Convention> out;
+    for (const auto& c : j.at("conventions")) {
+      Convention v;
+      v.name = c.at("name").get<std::string>();
+      v.momentum_meaning = c.at("momentum_meaning").get<std::string>();
+      v.default_momentum = c.at("default_momentum").get<double>();
+      v.running_var_unbiased = c.at("running_var_unbiased").get<bool>();
+      v.default_eps = c.at("default_eps").get<double>();
+      v.source = c.at("source").get<std::string>();
+      if (v.momentum_meaning != "new_weight" && v.momentum_meaning != "old_weight")
+        throw Error("conventions.json: momentum_meaning of " + v.name + " must be new_weight or old_weight");
+      out.push_back(std::move(v));
+    }
+    return out;
+  }();
+  return table;
+}
+
+const Convention& find_convention(std::string_view name) {
+  std::string known;
+  for (const auto& c : conventions()) {
+    if (c.name == name) return c;
+    known += (known.empty() ? "" : ", ") + c.name;
+  }
+  throw Error(fmt::format("unknown convention '{}'; known: {}", name, known));
+}
+
+double batch_weight(const Convention& c, double momentum) {
+  return c.momentum_meaning == "new_weight" ? momentum : 1.0 - momentum;
+}
+
+std::vector<std::string> builtin_suite_names() {
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < embedded::kFileCount; ++i) {
+    std::string_view p = embedded::kFiles[i].path;
+    if (p.rfind("suites/", 0) == 0 && p.size() > 11 && p.substr(p.size() - 4) == ".txt")
+      names.emplace_back(p.substr(7, p.size() - 11));
+  }
+  return names;
+}
+
+Suite parse_suite(std::string name, std::string_view text) {
+  Suite s;
+  s.name = std::move(name);
+  std::istringstream in{std::string(text)};
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const std::string t = trim(line);
+    if (t.empty()) continue;
+    if (t[0] == '#') {
+      if (t.rfind("# title:", 0) == 0) s.title = trim(t.substr(8));
+      continue;
+    }
+    SuiteCase c;
+    c.line = lineno;
+    const auto hash = t.find('#');
+    c.descriptor = trim(t.substr(0, hash));
+    if (hash != std::string::npos) c.note = trim(t.substr(hash + 1));
+    try {
+      parse_descriptor(c.descriptor);
+    } catch (const Error& e) {
+      throw Error(fmt::format("suite {} line {}: {}", s.name, lineno, e.what()));
+    }
+    s.cases.push_back(std::move(c));
+  }
+  if (s.cases.empty()) throw Error(fmt::format("suite {} has no cases", s.name));
+  return s;
+}
+
+Suite load_suite(std::string_view name_or_path) {
+  const std::string embedded_path = "suites/" + std::string(name_or_path) + ".txt";
+  if (const char* text = embedded_file(embedded_path)) return parse_suite(std::string(name_or_path), text);
+  std::ifstream f{std::string(name_or_path)};
+  if (!f) {
+    std::string known;
+    for (const auto& n : builtin_suite_names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error(fmt::format("unknown suite '{}': neither a built-in suite ({}) nor a readable file",
+                            name_or_path, known));
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_suite(std::string(name_or_path), ss.str());
+}
+
+}  // namespace normcheck

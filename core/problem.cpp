@@ -1,0 +1,273 @@
+// Descriptor grammar and defaults: docs/descriptor.md.
+#include "normcheck/problem.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include "normcheck/data.hpp"
+
+namespace normcheck {
+namespace {
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  while (true) {
+    size_t pos = s.find(sep, start);
+    out.push_back(s.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start));
+    if (pos == std::string_view::npos) break;
+    start = pos + 1;
+  }
+  return out;
+}
+
+double parse_double(std::string_view key, std::string_view text) {
+  std::string s(text);
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size())
+    throw Error(fmt::format("descriptor: {}={} is not a number", key, text));
+  return v;
+}
+
+int64_t parse_int(std::string_view key, std::string_view text) {
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size())
+    throw Error(fmt::format("descriptor: {}={} is not an integer", key, text));
+  return v;
+}
+
+std::vector<int64_t> parse_shape(std::string_view text) {
+  std::vector<int64_t> dims;
+  for (auto part : split(text, 'x')) dims.push_back(parse_int("shape", part));
+  return dims;
+}
+
+Distribution parse_distribution(std::string_view text) {
+  auto parts = split(text, ':');
+  Distribution d;
+  auto need = [&](size_t n) {
+    if (parts.size() != n)
+      throw Error(fmt::format("descriptor: data={} must be normal:MEAN:STD, uniform:LOW:HIGH or "
+                              "constant:VALUE", text));
+  };
+  if (parts[0] == "normal") {
+    need(3);
+    d.kind = Distribution::Kind::normal;
+  } else if (parts[0] == "uniform") {
+    need(3);
+    d.kind = Distribution::Kind::uniform;
+  } else if (parts[0] == "constant") {
+    need(2);
+    d.kind = Distribution::Kind::constant;
+    d.a = parse_double("data", parts[1]);
+    d.b = 0;
+    return d;
+  } else {
+    need(0);
+  }
+  d.a = parse_double("data", parts[1]);
+  d.b = parse_double("data", parts[2]);
+  return d;
+}
+
+std::string to_string(const Distribution& d) {
+  switch (d.kind) {
+    case Distribution::Kind::normal: return "normal:" + format_number(d.a) + ":" + format_number(d.b);
+    case Distribution::Kind::uniform: return "uniform:" + format_number(d.a) + ":" + format_number(d.b);
+    case Distribution::Kind::constant: return "constant:" + format_number(d.a);
+  }
+  return "?";
+}
+
+bool operator==(const Distribution& x, const Distribution& y) {
+  return x.kind == y.kind && x.a == y.a && (x.kind == Distribution::Kind::constant || x.b == y.b);
+}
+
+std::string_view to_string(Special s) {
+  switch (s) {
+    case Special::none: return "none";
+    case Special::nan: return "nan";
+    case Special::inf: return "inf";
+    case Special::const_set: return "const_set";
+  }
+  return "?";
+}
+
+Special parse_special(std::string_view s) {
+  for (Special v : {Special::none, Special::nan, Special::inf, Special::const_set})
+    if (to_string(v) == s) return v;
+  throw Error(fmt::format("descriptor: special={} unknown; known: none, nan, inf, const_set", s));
+}
+
+int default_steps(Pass pass) { return pass == Pass::forward_training ? 1 : 0; }
+
+bool is_per_row(Op op) { return op == Op::layer_norm || op == Op::rms_norm; }
+
+}  // namespace
+
+int64_t Problem::numel() const {
+  int64_t n = 1;
+  for (auto d : dims) n *= d;
+  return n;
+}
+
+std::string format_number(double v) {
+  std::string s = fmt::format("{}", v);
+  auto e = s.find('e');
+  if (e == std::string::npos) return s;
+  std::string mant = s.substr(0, e);
+  std::string exp = s.substr(e + 1);
+  bool neg = !exp.empty() && exp[0] == '-';
+  if (!exp.empty() && (exp[0] == '-' || exp[0] == '+')) exp.erase(0, 1);
+  while (exp.size() > 1 && exp[0] == '0') exp.erase(0, 1);
+  return mant + "e" + (neg ? "-" : "") + exp;
+}
+
+Problem parse_descriptor(std::string_view text) {
+  if (text.empty()) throw Error("descriptor: empty; expected e.g. batch_norm,shape=2x3x4x4");
+  if (text.find_first_of(" \t\n") != std::string_view::npos)
+    throw Error(fmt::format("descriptor '{}': contains white space", text));
+  auto fields = split(text, ',');
+  Problem p;
+  try {
+    p.op = parse_op(fields[0]);
+  } catch (const Error& e) {
+    throw Error(fmt::format("descriptor '{}': must start with the op: {}", text, e.what()));
+  }
+  std::set<std::string, std::less<>> seen;
+  bool have_shape = false, have_steps = false, have_momentum = false;
+  try {
+    for (size_t i = 1; i < fields.size(); ++i) {
+      auto f = fields[i];
+      auto eq = f.find('=');
+      if (eq == std::string_view::npos || eq == 0)
+        throw Error(fmt::format("field '{}' is not key=value", f));
+      auto key = f.substr(0, eq);
+      auto val = f.substr(eq + 1);
+      if (!seen.insert(std::string(key)).second) throw Error(fmt::format("{} given twice", key));
+      auto only_for = [&](bool ok, std::string_view ops) {
+        if (!ok)
+          throw Error(fmt::format("{} applies to {} only, not {}", key, ops, to_string(p.op)));
+      };
+      if (key == "pass") p.pass = parse_pass(val);
+      else if (key == "dtype") p.dtype = parse_dtype(val);
+      else if (key == "layout") p.layout = parse_layout(val);
+      else if (key == "shape") { p.dims = parse_shape(val); have_shape = true; }
+      else if (key == "norm_dims") {
+        only_for(is_per_row(p.op), "layer_norm and rms_norm");
+        p.norm_dims = static_cast<int>(parse_int(key, val));
+      } else if (key == "groups") {
+        only_for(p.op == Op::group_norm, "group_norm");
+        p.groups = parse_int(key, val);
+      } else if (key == "eps") p.eps = parse_double(key, val);
+      else if (key == "affine") {
+        if (val != "0" && val != "1") throw Error(fmt::format("affine={} must be 0 or 1", val));
+        p.affine = val == "1";
+      } else if (key == "convention") {
+        only_for(p.op == Op::batch_norm, "batch_norm");
+        p.convention = std::string(val);
+        find_convention(p.convention);
+      } else if (key == "momentum") {
+        only_for(p.op == Op::batch_norm, "batch_norm");
+        p.momentum = parse_double(key, val);
+        have_momentum = true;
+      } else if (key == "steps") {
+        only_for(p.op == Op::batch_norm, "batch_norm");
+        p.steps = static_cast<int>(parse_int(key, val));
+        have_steps = true;
+      } else if (key == "data") p.data = parse_distribution(val);
+      else if (key == "special") p.special = parse_special(val);
+      else if (key == "seed") {
+        int64_t s = parse_int(key, val);
+        if (s < 0) throw Error("seed must be ≥ 0");
+        p.seed = static_cast<uint64_t>(s);
+      } else {
+        throw Error(fmt::format("unknown key '{}'; known: pass, dtype, layout, shape, norm_dims, "
+                                "groups, eps, affine, convention, momentum, steps, data, special, seed",
+                                key));
+      }
+    }
+    if (!have_shape) throw Error("shape=NxCx... is required");
+    if (!have_momentum) p.momentum = find_convention(p.convention).default_momentum;
+    if (!have_steps) p.steps = default_steps(p.pass);
+    validate(p);
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.rfind("descriptor", 0) == 0) throw;
+    throw Error(fmt::format("descriptor '{}': {}", text, msg));
+  }
+  return p;
+}
+
+void validate(const Problem& p) {
+  if (p.rank() < 2 || p.rank() > 5)
+    throw Error(fmt::format("shape must have 2 to 5 dims (N, C, up to 3 spatial), got {}", p.rank()));
+  for (auto d : p.dims)
+    if (d < 1) throw Error("every shape extent must be ≥ 1");
+  if (p.numel() > (int64_t(1) << 31))
+    throw Error("shape has more than 2^31 elements; this version handles up to 2^31");
+  if (p.dtype == DType::f16 || p.dtype == DType::bf16)
+    throw Error(fmt::format("dtype {} is reserved: this version runs f32 and f64", to_string(p.dtype)));
+  if (is_per_row(p.op)) {
+    if (p.norm_dims < 1 || p.norm_dims > p.rank() - 1)
+      throw Error(fmt::format("norm_dims={} must be between 1 and rank-1 = {}", p.norm_dims, p.rank() - 1));
+  } else if (p.norm_dims != 1) {
+    throw Error("norm_dims applies to layer_norm and rms_norm only");
+  }
+  if (p.op == Op::group_norm) {
+    if (p.groups < 1 || p.channels() % p.groups != 0)
+      throw Error(fmt::format("groups={} must be ≥ 1 and divide C = {}", p.groups, p.channels()));
+  } else if (p.groups != 0) {
+    throw Error("groups applies to group_norm only");
+  }
+  if (!(p.eps >= 0) || !std::isfinite(p.eps)) throw Error("eps must be finite and ≥ 0");
+  if (p.op != Op::batch_norm && (p.pass == Pass::forward_inference || p.pass == Pass::backward_inference))
+    throw Error(fmt::format("pass {} uses running statistics, which only batch_norm keeps; {} "
+                            "normalizes with the statistics of its input in every mode",
+                            to_string(p.pass), to_string(p.op)));
+  if (!(p.momentum >= 0 && p.momentum <= 1)) throw Error("momentum must be in [0, 1]");
+  find_convention(p.convention);
+  if (p.op == Op::batch_norm) {
+    if (p.pass == Pass::forward_training && p.steps < 1)
+      throw Error("steps must be ≥ 1 for forward_training (the last step is compared)");
+    if (p.pass == Pass::forward_inference && p.steps < 0) throw Error("steps must be ≥ 0");
+    if (is_backward(p.pass) && p.steps != 0)
+      throw Error("steps applies to forward passes only");
+    if (p.steps > 1000) throw Error("steps must be ≤ 1000");
+  }
+  if (p.data.kind == Distribution::Kind::normal && !(p.data.b >= 0))
+    throw Error("data=normal:MEAN:STD needs STD ≥ 0");
+  if (p.data.kind == Distribution::Kind::uniform && !(p.data.a <= p.data.b))
+    throw Error("data=uniform:LOW:HIGH needs LOW ≤ HIGH");
+  if (!std::isfinite(p.data.a) || !std::isfinite(p.data.b))
+    throw Error("data parameters must be finite (use special=nan or special=inf to plant them)");
+}
+
+std::string to_descriptor(const Problem& p) {
+  std::string s = fmt::format("{},pass={},dtype={},shape=", to_string(p.op), to_string(p.pass),
+                              to_string(p.dtype));
+  for (size_t i = 0; i < p.dims.size(); ++i) s += (i ? "x" : "") + std::to_string(p.dims[i]);
+  if (p.layout != Layout::nchw) s += fmt::format(",layout={}", to_string(p.layout));
+  if (is_per_row(p.op) && p.norm_dims != 1) s += fmt::format(",norm_dims={}", p.norm_dims);
+  if (p.op == Op::group_norm) s += fmt::format(",groups={}", p.groups);
+  if (p.eps != 1e-5) s += ",eps=" + format_number(p.eps);
+  if (!p.affine) s += ",affine=0";
+  if (p.op == Op::batch_norm) {
+    if (p.convention != "pytorch") s += ",convention=" + p.convention;
+    if (p.momentum != find_convention(p.convention).default_momentum)
+      s += ",momentum=" + format_number(p.momentum);
+    if (p.steps != default_steps(p.pass)) s += fmt::format(",steps={}", p.steps);
+  }
+  if (!(p.data == Distribution{})) s += ",data=" + to_string(p.data);
+  if (p.special != Special::none) s += fmt::format(",special={}", to_string(p.special));
+  if (p.seed != 1) s += fmt::format(",seed={}", p.seed);
+  return s;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,237 @@
+#include "normcheck/runner.hpp"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "normcheck/data.hpp"
+#include "normcheck/generate.hpp"
+#include "normcheck/npy.hpp"
+#include "normcheck/reference.hpp"
+#include "normcheck/tensor.hpp"
+
+namespace normcheck {
+
+std::string_view to_string(Verdict v) {
+  switch (v) {
+    case Verdict::pass: return "PASS";
+    case Verdict::fail: return "FAIL";
+    case Verdict::unsupported: return "UNSUPPORTED";
+    case Verdict::error: return "ERROR";
+  }
+  return "?";
+}
+
+namespace {
+
+/// Output slots: name as reported (rms_norm renames the statistics), the bit a backend sets,
+/// where the backend wrote it, the reference value and its tolerance.
+struct Slot {
+  std::string name;
+  uint32_t bit;
+  Tensor* got;
+  const std::vector<double>* ref;
+  const std::vector<double>* tol;
+  bool required;
+};
+
+std::string dump_dir_name(const std::string& descriptor) {
+  std::string s;
+  for (char c : descriptor) s += (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-' || c == '=') ? c : (c == ',' ? '+' : '_');
+  return s;
+}
+
+}  // namespace
+
+CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  validate(p);
+  CaseResult res;
+  res.problem = p;
+  res.descriptor = to_descriptor(p);
+  auto finish = [&](Verdict v, std::string reason) {
+    res.verdict = v;
+    res.reason = std::move(reason);
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res;
+  };
+
+  const Partition part = make_partition(p);
+  const DType sdt = stats_dtype(p.dtype);
+  const Convention& conv = find_convention(p.convention);
+  const bool bn = p.op == Op::batch_norm;
+
+  RunArgs args;
+  args.op = p.op;
+  args.pass = p.pass;
+  args.rank = p.rank();
+  for (int d = 0; d < p.rank(); ++d) args.dims[d] = p.dims[d];
+  args.norm_dims = p.norm_dims;
+  args.groups = p.groups;
+  args.eps = round_to(sdt, p.eps);
+  args.affine = p.affine;
+  args.batch_weight = round_to(sdt, batch_weight(conv, round_to(sdt, p.momentum)));
+  args.running_var_unbiased = conv.running_var_unbiased;
+  args.x.dtype = p.dtype;
+  if (auto why = backend.unsupported_reason(args, p.layout)) return finish(Verdict::unsupported, *why);
+
+  GeneratedInputs in = generate_inputs(p, part);
+
+  // The reference sees exactly what the backend sees.
+  ReferenceInputs rin;
+  for (const auto& b : in.batches) rin.batches.push_back(b.to_vector());
+  rin.dy = in.dy.to_vector();
+  rin.gamma = in.gamma.to_vector();
+  rin.beta = in.beta.to_vector();
+  rin.running_mean = in.running_mean.to_vector();
+  rin.running_var = in.running_var.to_vector();
+  rin.eps = args.eps;
+  rin.batch_weight = args.batch_weight;
+  rin.running_var_unbiased = args.running_var_unbiased;
+  const ReferenceResult ref = reference_run(p, part, rin, opt.reference_bits);
+  res.condition_number = condition_number(ref);
+  const Tolerances tol = make_tolerances(p, part, rin, ref);
+
+  const auto sshape = stats_shape(p);
+  const auto ashape = affine_shape(p);
+  Tensor y, dx, mean(sdt, sshape), variance(sdt, sshape), inv_std(sdt, sshape), dgamma, dbeta;
+  Tensor running_mean = in.running_mean, running_var = in.running_var;
+  if (is_backward(p.pass)) {
+    dx = Tensor(p.dtype, p.dims, p.layout);
+    if (p.affine) dgamma = Tensor(sdt, ashape);
+    if (p.affine && part.has_beta) dbeta = Tensor(sdt, ashape);
+    if (p.pass == Pass::backward_training) {  // saved statistics: the exact ones, rounded once
+      const SetStats& st = ref.batch_stats.back();
+      for (int64_t s = 0; s < part.num_sets; ++s) {
+        mean.set(s, st.mean[s]);
+        variance.set(s, st.variance[s]);
+        inv_std.set(s, st.inv_std[s]);
+      }
+    }
+  } else {
+    y = Tensor(p.dtype, p.dims, p.layout);
+  }
+  args.gamma = in.gamma.arg();
+  args.beta = in.beta.arg();
+
+  // Training steps, then the compared call.
+  const int calls = static_cast<int>(in.batches.size());
+  const int n_train = p.pass == Pass::forward_training ? calls
+                      : p.pass == Pass::forward_inference ? calls - 1 : 0;
+  uint32_t produced = 0;
+  for (int k = 0; k < calls; ++k) {
+    const bool training = k < n_train;
+    args.pass = training ? Pass::forward_training : p.pass;
+    args.x = in.batches[k].arg();
+    args.y = y.arg();
+    args.dy = in.dy.arg();
+    args.dx = dx.arg();
+    args.dgamma = dgamma.arg();
+    args.dbeta = dbeta.arg();
+    const bool saved = args.pass == Pass::forward_training || args.pass == Pass::backward_training;
+    args.mean = saved && part.subtract_mean ? mean.arg() : TensorArg{};
+    args.variance = saved ? variance.arg() : TensorArg{};
+    args.inv_std = saved ? inv_std.arg() : TensorArg{};
+    args.running_mean = bn && !is_backward(args.pass) ? running_mean.arg()
+                        : bn && p.pass == Pass::backward_inference ? running_mean.arg() : TensorArg{};
+    args.running_var = bn && !is_backward(args.pass) ? running_var.arg()
+                       : bn && p.pass == Pass::backward_inference ? running_var.arg() : TensorArg{};
+    RunResult rr = backend.run(args);
+    if (!rr.ok)
+      return finish(Verdict::error, fmt::format("backend error on call {} of {} ({}): {}", k + 1,
+                                                calls, to_string(args.pass), rr.message));
+    if (k == calls - 1 || (k == n_train - 1)) produced |= rr.produced;
+  }
+
+  const bool fwd = !is_backward(p.pass);
+  const bool track = bn && (p.pass == Pass::forward_training || (p.pass == Pass::forward_inference && p.steps > 0));
+  const bool rms = p.op == Op::rms_norm;
+  std::vector<Slot> slots = {
+      {"y", kOutY, &y, &ref.y, &tol.y, fwd},
+      {"mean", kOutMean, &mean, &ref.mean, &tol.mean, false},
+      {rms ? "mean_square" : "variance", kOutVariance, &variance, &ref.variance, &tol.variance, false},
+      {rms ? "inv_rms" : "inv_std", kOutInvStd, &inv_std, &ref.inv_std, &tol.inv_std, false},
+      {"running_mean", kOutRunningMean, &running_mean, &ref.running_mean, &tol.running_mean, track},
+      {"running_var", kOutRunningVar, &running_var, &ref.running_var, &tol.running_var, track},
+      {"dx", kOutDx, &dx, &ref.dx, &tol.dx, !fwd},
+      {"dgamma", kOutDgamma, &dgamma, &ref.dgamma, &tol.dgamma, !fwd && p.affine},
+      {"dbeta", kOutDbeta, &dbeta, &ref.dbeta, &tol.dbeta, !fwd && p.affine && part.has_beta},
+  };
+  std::vector<std::string> missing;
+  for (const Slot& s : slots) {
+    if (s.ref->empty()) continue;
+    if (!(produced & s.bit)) {
+      if (s.required) missing.push_back(s.name);
+      continue;
+    }
+    const bool undefined = s.bit == kOutRunningVar && ref.running_var_undefined;
+    res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref,
+                                         s.got->to_vector(), *s.tol, undefined));
+  }
+
+  if (!opt.dump_dir.empty()) {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::path(opt.dump_dir) / dump_dir_name(res.descriptor);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw Error(fmt::format("--dump: cannot create {}: {}", dir.string(), ec.message()));
+    auto dump = [&](const std::string& name, const Tensor& t) {
+      if (!t.empty()) write_npy((dir / (name + ".npy")).string(), t.dtype(), t.dims(), t.to_vector());
+    };
+    dump("input_x", in.batches.back());
+    for (int k = 0; k + 1 < calls; ++k) dump(fmt::format("input_x_step{}", k + 1), in.batches[k]);
+    dump("input_dy", in.dy);
+    dump("input_gamma", in.gamma);
+    dump("input_beta", in.beta);
+    dump("input_running_mean", in.running_mean);
+    dump("input_running_var", in.running_var);
+    if (p.pass == Pass::backward_training) {
+      if (part.subtract_mean) dump("input_saved_mean", mean);
+      dump("input_saved_variance", variance);
+      dump("input_saved_inv_std", inv_std);
+    }
+    for (const Slot& s : slots) {
+      if (s.ref->empty()) continue;
+      write_npy((dir / ("reference_" + s.name + ".npy")).string(), DType::f64, s.got->dims(), *s.ref);
+      if ((produced & s.bit) && !(p.pass == Pass::backward_training && s.bit <= kOutInvStd))
+        dump("backend_" + s.name, *s.got);
+    }
+    std::ofstream(dir / "descriptor.txt") << res.descriptor << "\n";
+  }
+
+  std::vector<std::string> failed;
+  for (const auto& t : res.tensors)
+    if (!t.pass) failed.push_back(t.name);
+  if (!missing.empty() || !failed.empty()) {
+    std::string reason;
+    if (!failed.empty()) {
+      reason = "mismatch in ";
+      for (size_t i = 0; i < failed.size(); ++i) reason += (i ? ", " : "") + failed[i];
+    }
+    if (!missing.empty()) {
+      reason += reason.empty() ? "" : "; ";
+      reason += "backend did not produce ";
+      for (size_t i = 0; i < missing.size(); ++i) reason += (i ? ", " : "") + missing[i];
+    }
+    return finish(Verdict::fail, reason);
+  }
+  // Weak check: with batch statistics, every correct kernel may shift x̂ by the mean error,
+  // up to 2·γ_{m+4}·κ1 in units of |gamma| (docs/comparison.md). Above 10% the case cannot tell
+  // a right answer from a wrong one in this dtype.
+  if (!uses_running_stats(p.pass)) {
+    const double u = unit_roundoff(p.dtype), k = static_cast<double>(part.set_size) + 4;
+    const double shift = k * u < 1 ? 2 * k * u / (1 - k * u) * res.condition_number : HUGE_VAL;
+    if (shift > 0.1)
+      return finish(Verdict::pass,
+                    fmt::format("weak check: condition number κ1 = {:.3g} with m = {} lets a correct "
+                                "{} kernel shift x̂ by up to 2·γ_(m+4)·κ1 = {:.2g}, so the tolerance "
+                                "is above 10% of |gamma|",
+                                res.condition_number, part.set_size, to_string(p.dtype), shift));
+  }
+  return finish(Verdict::pass, "");
+}
+
+}  // namespace normcheck

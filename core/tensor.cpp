@@ -1,0 +1,83 @@
+#include "normcheck/tensor.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace normcheck {
+
+double round_to(DType t, double v) {
+  switch (t) {
+    case DType::f32: return static_cast<double>(static_cast<float>(v));
+    case DType::f64: return v;
+    default: throw Error("round_to: dtype " + std::string(to_string(t)) + " is not supported yet");
+  }
+}
+
+Tensor::Tensor(DType dtype, std::vector<int64_t> dims, Layout layout)
+    : dtype_(dtype), dims_(std::move(dims)) {
+  const int r = static_cast<int>(dims_.size());
+  strides_.assign(r, 1);
+  numel_ = 1;
+  for (auto d : dims_) numel_ *= d;
+  // Physical order: nchw = logical order; nhwc = N, spatial..., C.
+  std::vector<int> order(r);
+  for (int i = 0; i < r; ++i) order[i] = i;
+  if (layout == Layout::nhwc && r >= 3) {
+    order.erase(order.begin() + 1);
+    order.push_back(1);
+  }
+  int64_t s = 1;
+  for (int k = r - 1; k >= 0; --k) {
+    strides_[order[k]] = s;
+    s *= dims_[order[k]];
+  }
+  storage_.assign(static_cast<size_t>(numel_) * dtype_size(dtype_), 0);
+}
+
+int64_t Tensor::offset_of(int64_t i) const {
+  int64_t off = 0;
+  for (int d = static_cast<int>(dims_.size()) - 1; d >= 0; --d) {
+    off += (i % dims_[d]) * strides_[d];
+    i /= dims_[d];
+  }
+  return off * dtype_size(dtype_);
+}
+
+double Tensor::get(int64_t i) const {
+  const unsigned char* p = storage_.data() + offset_of(i);
+  switch (dtype_) {
+    case DType::f32: { float f; std::memcpy(&f, p, 4); return f; }
+    case DType::f64: { double d; std::memcpy(&d, p, 8); return d; }
+    default: throw Error("Tensor: dtype " + std::string(to_string(dtype_)) + " is not supported yet");
+  }
+}
+
+void Tensor::set(int64_t i, double v) {
+  unsigned char* p = storage_.data() + offset_of(i);
+  switch (dtype_) {
+    case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
+    case DType::f64: std::memcpy(p, &v, 8); return;
+    default: throw Error("Tensor: dtype " + std::string(to_string(dtype_)) + " is not supported yet");
+  }
+}
+
+std::vector<double> Tensor::to_vector() const {
+  std::vector<double> out(numel_);
+  for (int64_t i = 0; i < numel_; ++i) out[i] = get(i);
+  return out;
+}
+
+TensorArg Tensor::arg() {
+  TensorArg a;
+  if (storage_.empty()) return a;
+  a.data = storage_.data();
+  a.dtype = dtype_;
+  a.rank = static_cast<int32_t>(dims_.size());
+  for (int d = 0; d < a.rank; ++d) {
+    a.dims[d] = dims_[d];
+    a.strides[d] = strides_[d];
+  }
+  return a;
+}
+
+}  // namespace normcheck

@@ -1,0 +1,91 @@
+// normcheck — the problem model and its descriptor string.
+//
+// A Problem says everything needed to reproduce a case: op, pass, dtype, layout, logical shape,
+// normalized dims / groups, eps, affine, running-stat convention and momentum, number of
+// training steps, input distribution and seed. Its descriptor string is the CLI input, the key
+// in reports and the reproducer. Grammar and defaults: docs/descriptor.md.
+//
+//   batch_norm,pass=forward_training,dtype=f32,shape=2x3x5x5
+//   group_norm,pass=backward_training,dtype=f64,shape=2x6x4x4,groups=3,layout=nhwc
+//   layer_norm,pass=forward_training,dtype=f32,shape=4x8x6,norm_dims=2,data=normal:1e4:1e-2
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "normcheck/types.hpp"
+
+namespace normcheck {
+
+/// How input values are drawn (before rounding to the data dtype). All draws use normcheck's
+/// own generators (generate.hpp), so a seed gives the same values on every platform.
+struct Distribution {
+  enum class Kind : int32_t { normal, uniform, constant };
+  Kind kind = Kind::normal;
+  double a = 0.0;  ///< normal: mean;   uniform: low;  constant: the value
+  double b = 1.0;  ///< normal: std;    uniform: high; constant: unused
+};
+
+/// Values planted into the compared batch (the last call's x) after drawing.
+enum class Special : int32_t {
+  none,       ///< nothing planted
+  nan,        ///< x at logical index 0 is NaN
+  inf,        ///< x at logical index 0 is +Inf
+  const_set,  ///< every element of the first reduction set equals that set's first element
+};
+
+struct Problem {
+  Op op = Op::batch_norm;
+  Pass pass = Pass::forward_training;
+  DType dtype = DType::f32;
+  Layout layout = Layout::nchw;
+  /// Logical shape N × C × [D ×] [H ×] [W]: rank 2 to 5, every extent ≥ 1, in elements.
+  std::vector<int64_t> dims;
+  /// layer_norm / rms_norm: number of trailing dims in normalized_shape (1 … rank-1).
+  int norm_dims = 1;
+  /// group_norm: number of channel groups; must divide C. 0 when not group_norm.
+  int64_t groups = 0;
+  /// Added to the variance (or mean square) inside the square root; ≥ 0. Rounded to the
+  /// statistics dtype before use, by the backend and the reference alike.
+  double eps = 1e-5;
+  /// Learnable gamma (weight, scale) and beta (bias, shift). rms_norm has gamma only.
+  bool affine = true;
+  /// batch_norm only: name of the running-statistics convention (conventions/conventions.json).
+  std::string convention = "pytorch";
+  /// batch_norm only: momentum in the convention's own meaning (new-weight for PyTorch,
+  /// old-weight for Keras). Defaults to the convention's default.
+  double momentum = 0.1;
+  /// batch_norm forward passes: training steps (forward_training calls, each on a fresh batch)
+  /// before the compared call. forward_training: the last step is the compared call (≥ 1).
+  /// forward_inference: steps run first, then inference on a fresh batch; 0 means the running
+  /// statistics are drawn from the distribution instead of trained.
+  int steps = 1;
+  Distribution data;
+  Special special = Special::none;
+  uint64_t seed = 1;
+
+  int rank() const { return static_cast<int>(dims.size()); }
+  int64_t numel() const;
+  int64_t channels() const { return dims.at(1); }
+};
+
+/// Parses a descriptor. Throws Error with a one-line message naming the offending field.
+/// The result is validated (see validate()).
+Problem parse_descriptor(std::string_view text);
+
+/// The canonical descriptor: op first, then pass, dtype, shape, then every field that differs
+/// from its default, in a fixed order. parse_descriptor(to_descriptor(p)) == p, and a canonical
+/// string prints back identically.
+std::string to_descriptor(const Problem& p);
+
+/// Throws Error if the combination is meaningless (e.g. forward_inference for layer_norm,
+/// groups not dividing C, negative eps, momentum outside [0, 1]).
+void validate(const Problem& p);
+
+/// Formats a double in the shortest form that parses back to the same value, with the exponent
+/// written without padding (1e-05 → 1e-5). Used in descriptors and reports.
+std::string format_number(double v);
+
+}  // namespace normcheck

@@ -1,0 +1,53 @@
+// normcheck — reports: JSON (docs/report-format.md, reports/schema/result.schema.json),
+// JUnit XML and a Markdown summary grouped by op × pass.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "normcheck/runner.hpp"
+
+namespace normcheck {
+
+struct RunReport {
+  std::string normcheck_version;
+  std::string command;           ///< the command line that produced the report
+  std::string backend, backend_version;
+  std::string suite;             ///< suite name or "cases"
+  std::string machine;           ///< CPU model, cores
+  std::string compiler;
+  std::string started_utc;       ///< ISO 8601
+  double wall_seconds = 0;
+  int reference_bits = 128;
+  bool complete = true;          ///< false when the run was interrupted
+  std::vector<CaseResult> cases;
+};
+
+/// Counts per verdict.
+struct Tally {
+  int pass = 0, fail = 0, unsupported = 0, error = 0;
+  int total() const { return pass + fail + unsupported + error; }
+};
+Tally tally(const std::vector<CaseResult>& cases);
+
+/// The one-line command that reproduces a case: `normcheck --backend B --case DESCRIPTOR`.
+std::string reproducer(const std::string& backend, const std::string& descriptor);
+
+/// Writers. Each throws Error when the file cannot be written.
+void write_json(const RunReport& r, const std::string& path);
+void write_junit(const RunReport& r, const std::string& path);
+void write_markdown(const RunReport& r, const std::string& path);
+
+/// JSON text of the report (what write_json writes).
+std::string to_json_text(const RunReport& r);
+/// Markdown text of the report.
+std::string to_markdown(const RunReport& r);
+
+/// One line per failing tensor: "y: 3/120 over tolerance, worst at [0,1,2,2] got … expected …".
+std::string explain(const CaseResult& c);
+
+std::string machine_description();
+std::string compiler_description();
+std::string utc_now_iso8601();
+
+}  // namespace normcheck

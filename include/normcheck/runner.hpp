@@ -1,0 +1,36 @@
+// normcheck — running one case: generate inputs, call the backend, run the reference, compare.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "normcheck/backend.hpp"
+#include "normcheck/compare.hpp"
+#include "normcheck/problem.hpp"
+
+namespace normcheck {
+
+enum class Verdict { pass, fail, unsupported, error };
+std::string_view to_string(Verdict);
+
+struct CaseResult {
+  Problem problem;
+  std::string descriptor;  ///< canonical descriptor (the reproducer)
+  std::string note;        ///< the suite's comment: what the case is and the expected behaviour
+  Verdict verdict = Verdict::pass;
+  std::string reason;      ///< one line: why it failed / is unsupported / errored ("" on pass)
+  std::vector<TensorComparison> tensors;
+  double condition_number = 0;  ///< κ1 of the compared batch (compare.hpp)
+  double seconds = 0;           ///< wall time of the case (backend + reference + compare)
+};
+
+struct RunOptions {
+  int reference_bits = 128;
+  std::string dump_dir;  ///< when set, write .npy files of inputs and outputs per case
+};
+
+/// Runs problem p on backend b. Never throws for backend failures (they become Verdict::error);
+/// throws Error for invalid problems or unwritable dump directories.
+CaseResult run_case(Backend& b, const Problem& p, const RunOptions& opt);
+
+}  // namespace normcheck

@@ -1,0 +1,52 @@
+// normcheck — host tensors: a typed buffer with logical dims and strides.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "normcheck/backend.hpp"
+#include "normcheck/types.hpp"
+
+namespace normcheck {
+
+/// Owns host memory for a tensor of `dtype` with logical `dims` laid out by `strides` (elements).
+/// Element access is by logical row-major index over dims, whatever the physical layout.
+class Tensor {
+ public:
+  Tensor() = default;
+  /// Dense tensor; layout nhwc permutes dim 1 (C) to be innermost in memory.
+  Tensor(DType dtype, std::vector<int64_t> dims, Layout layout = Layout::nchw);
+
+  DType dtype() const { return dtype_; }
+  const std::vector<int64_t>& dims() const { return dims_; }
+  const std::vector<int64_t>& strides() const { return strides_; }
+  int64_t numel() const { return numel_; }
+  bool empty() const { return storage_.empty(); }
+
+  /// Value at logical index i, converted exactly to double.
+  double get(int64_t i) const;
+  /// Stores v rounded to dtype (round to nearest even).
+  void set(int64_t i, double v);
+  /// All values in logical order, as doubles.
+  std::vector<double> to_vector() const;
+  /// Physical byte offset of logical index i.
+  int64_t offset_of(int64_t i) const;
+  /// Raw bytes (physical order).
+  const void* data() const { return storage_.data(); }
+  void* data() { return storage_.data(); }
+  size_t nbytes() const { return storage_.size(); }
+
+  /// A TensorArg pointing at this tensor (or an absent one if empty()).
+  TensorArg arg();
+
+ private:
+  DType dtype_ = DType::f32;
+  std::vector<int64_t> dims_, strides_;
+  int64_t numel_ = 0;
+  std::vector<unsigned char> storage_;
+};
+
+/// Rounds v to the nearest value of dtype t (f64: identity), as a double.
+double round_to(DType t, double v);
+
+}  // namespace normcheck

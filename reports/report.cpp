@@ -1,0 +1,314 @@
+// Report writers. JSON schema: reports/schema/result.schema.json, described in docs/report-format.md.
+#include "normcheck/report.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+namespace normcheck {
+namespace {
+
+using nlohmann::json;
+
+/// JSON has no NaN/Inf: non-finite numbers are written as the strings "nan", "inf", "-inf".
+json num(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return v;
+}
+
+std::string fmt_num(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return fmt::format("{:.6g}", v);
+}
+
+std::string coords_text(const std::vector<int64_t>& c) {
+  std::string s = "[";
+  for (size_t i = 0; i < c.size(); ++i) s += (i ? "," : "") + std::to_string(c[i]);
+  return s + "]";
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot write report " + path);
+  f << text;
+  if (!f) throw Error("error writing report " + path);
+}
+
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') out += ' ';
+        else out += c;
+    }
+  }
+  return out;
+}
+
+std::string md_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '|') out += "\\|";
+    else out += c;
+  }
+  return out;
+}
+
+const TensorComparison* worst_tensor(const CaseResult& c) {
+  const TensorComparison* w = nullptr;
+  for (const auto& t : c.tensors)
+    if (!w || t.worst_ratio > w->worst_ratio) w = &t;
+  return w;
+}
+
+}  // namespace
+
+Tally tally(const std::vector<CaseResult>& cases) {
+  Tally t;
+  for (const auto& c : cases) {
+    switch (c.verdict) {
+      case Verdict::pass: ++t.pass; break;
+      case Verdict::fail: ++t.fail; break;
+      case Verdict::unsupported: ++t.unsupported; break;
+      case Verdict::error: ++t.error; break;
+    }
+  }
+  return t;
+}
+
+std::string reproducer(const std::string& backend, const std::string& descriptor) {
+  auto quote = [](const std::string& s) {
+    if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789_,=.:+-/") == std::string::npos)
+      return s;
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  return fmt::format("normcheck --backend {} --case {}", quote(backend), quote(descriptor));
+}
+
+std::string explain(const CaseResult& c) {
+  std::string out;
+  for (const auto& t : c.tensors) {
+    if (t.pass && t.undefined == 0) continue;
+    if (t.undefined > 0 && t.pass) {
+      out += fmt::format("  {}: {} element(s) not compared: the reference is undefined there "
+                         "(unbiased variance of a single value, 0/0)\n", t.name, t.undefined);
+      continue;
+    }
+    out += fmt::format("  {}: {}/{} over tolerance", t.name, t.over_tolerance, t.numel);
+    if (t.nonfinite_mismatch) out += fmt::format(", {} non-finite mismatch(es)", t.nonfinite_mismatch);
+    out += fmt::format("; worst at {}: got {}, expected {}, |err| {} = {}× tolerance {}; max {} ulp\n",
+                       coords_text(t.worst.coords), fmt_num(t.worst.got), fmt_num(t.worst.expected),
+                       fmt_num(t.worst.abs_err), fmt_num(t.worst_ratio), fmt_num(t.worst.tol),
+                       fmt_num(t.max_ulp));
+  }
+  return out;
+}
+
+std::string to_json_text(const RunReport& r) {
+  json j;
+  j["schema"] = "normcheck-result/1";
+  j["normcheck_version"] = r.normcheck_version;
+  j["command"] = r.command;
+  j["started_utc"] = r.started_utc;
+  j["wall_seconds"] = r.wall_seconds;
+  j["complete"] = r.complete;
+  j["machine"] = {{"cpu", r.machine}, {"compiler", r.compiler}};
+  j["backend"] = {{"name", r.backend}, {"version", r.backend_version}};
+  j["suite"] = r.suite;
+  j["reference"] = {{"precision_bits", r.reference_bits}};
+  const Tally t = tally(r.cases);
+  j["summary"] = {{"total", t.total()}, {"pass", t.pass}, {"fail", t.fail},
+                  {"unsupported", t.unsupported}, {"error", t.error}};
+  json cases = json::array();
+  for (const auto& c : r.cases) {
+    json jc;
+    jc["descriptor"] = c.descriptor;
+    jc["op"] = to_string(c.problem.op);
+    jc["pass"] = to_string(c.problem.pass);
+    jc["dtype"] = to_string(c.problem.dtype);
+    jc["layout"] = to_string(c.problem.layout);
+    jc["note"] = c.note;
+    jc["verdict"] = to_string(c.verdict);
+    jc["reason"] = c.reason;
+    jc["reproducer"] = reproducer(r.backend, c.descriptor);
+    jc["condition_number"] = num(c.condition_number);
+    jc["seconds"] = c.seconds;
+    json tensors = json::array();
+    for (const auto& tc : c.tensors) {
+      json jt;
+      jt["name"] = tc.name;
+      jt["dtype"] = to_string(tc.dtype);
+      jt["shape"] = tc.dims;
+      jt["numel"] = tc.numel;
+      jt["pass"] = tc.pass;
+      jt["over_tolerance"] = tc.over_tolerance;
+      jt["nonfinite_mismatch"] = tc.nonfinite_mismatch;
+      jt["undefined"] = tc.undefined;
+      jt["max_abs_err"] = num(tc.max_abs_err);
+      jt["max_rel_err"] = num(tc.max_rel_err);
+      jt["max_ulp"] = num(tc.max_ulp);
+      jt["worst_ratio"] = num(tc.worst_ratio);
+      if (tc.worst.index >= 0)
+        jt["worst"] = {{"index", tc.worst.index}, {"coords", tc.worst.coords},
+                       {"got", num(tc.worst.got)}, {"expected", num(tc.worst.expected)},
+                       {"abs_err", num(tc.worst.abs_err)}, {"tolerance", num(tc.worst.tol)}};
+      tensors.push_back(jt);
+    }
+    jc["tensors"] = tensors;
+    cases.push_back(jc);
+  }
+  j["cases"] = cases;
+  return j.dump(2) + "\n";
+}
+
+void write_json(const RunReport& r, const std::string& path) { write_file(path, to_json_text(r)); }
+
+void write_junit(const RunReport& r, const std::string& path) {
+  const Tally t = tally(r.cases);
+  std::string x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+  x += fmt::format("<testsuites name=\"normcheck\" tests=\"{}\" failures=\"{}\" errors=\"{}\" "
+                   "skipped=\"{}\" time=\"{:.3f}\">\n",
+                   t.total(), t.fail, t.error, t.unsupported, r.wall_seconds);
+  x += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" "
+                   "time=\"{:.3f}\" timestamp=\"{}\">\n",
+                   xml_escape("normcheck." + r.backend + "." + r.suite), t.total(), t.fail, t.error,
+                   t.unsupported, r.wall_seconds, xml_escape(r.started_utc));
+  x += "    <properties>\n";
+  for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+           {"normcheck_version", r.normcheck_version}, {"backend_version", r.backend_version},
+           {"machine", r.machine}, {"compiler", r.compiler}, {"complete", r.complete ? "true" : "false"}})
+    x += fmt::format("      <property name=\"{}\" value=\"{}\"/>\n", k, xml_escape(v));
+  x += "    </properties>\n";
+  for (const auto& c : r.cases) {
+    x += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3f}\"",
+                     xml_escape(fmt::format("normcheck.{}.{}.{}", r.backend, to_string(c.problem.op),
+                                            to_string(c.problem.pass))),
+                     xml_escape(c.descriptor), c.seconds);
+    const std::string body = explain(c) + "reproduce: " + reproducer(r.backend, c.descriptor);
+    switch (c.verdict) {
+      case Verdict::pass: x += "/>\n"; break;
+      case Verdict::fail:
+        x += fmt::format(">\n      <failure type=\"mismatch\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                         xml_escape(c.reason), xml_escape(body));
+        break;
+      case Verdict::error:
+        x += fmt::format(">\n      <error type=\"backend_error\" message=\"{}\">{}</error>\n    </testcase>\n",
+                         xml_escape(c.reason), xml_escape(body));
+        break;
+      case Verdict::unsupported:
+        x += fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                         xml_escape("unsupported: " + c.reason));
+        break;
+    }
+  }
+  x += "  </testsuite>\n</testsuites>\n";
+  write_file(path, x);
+}
+
+std::string to_markdown(const RunReport& r) {
+  const Tally t = tally(r.cases);
+  std::string md = fmt::format("# normcheck report: {} on suite {}\n\n", r.backend, r.suite);
+  md += fmt::format("- normcheck {}; backend {} ({})\n- machine: {}; compiler: {}\n"
+                    "- started {} UTC; wall time {:.2f} s; reference precision {} bits\n",
+                    r.normcheck_version, r.backend, r.backend_version, r.machine, r.compiler,
+                    r.started_utc, r.wall_seconds, r.reference_bits);
+  if (!r.complete) md += "- **INCOMPLETE: the run was interrupted; cases below are those that ran**\n";
+  md += fmt::format("- **{} cases: {} pass, {} fail, {} unsupported, {} error**\n\n", t.total(), t.pass,
+                    t.fail, t.unsupported, t.error);
+  md += "Tolerance rule: docs/comparison.md. `worst ratio` is max |error| / tolerance over all "
+        "compared elements (≤ 1 passes).\n\n";
+  md += "## By op × pass\n\n| op | pass | cases | pass | fail | unsupported | error | worst ratio |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|\n";
+  std::map<std::pair<int, int>, std::vector<const CaseResult*>> groups;
+  for (const auto& c : r.cases)
+    groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}].push_back(&c);
+  for (const auto& [key, list] : groups) {
+    Tally g;
+    double worst = 0;
+    for (const auto* c : list) {
+      std::vector<CaseResult> one{*c};
+      const Tally o = tally(one);
+      g.pass += o.pass, g.fail += o.fail, g.unsupported += o.unsupported, g.error += o.error;
+      if (const auto* w = worst_tensor(*c)) worst = std::fmax(worst, w->worst_ratio);
+    }
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", to_string(static_cast<Op>(key.first)),
+                      to_string(static_cast<Pass>(key.second)), list.size(), g.pass, g.fail,
+                      g.unsupported, g.error, fmt_num(worst));
+  }
+  bool any = false;
+  for (const auto& c : r.cases) {
+    if (c.verdict == Verdict::pass) continue;
+    if (!any) md += "\n## Failures, errors and unsupported cases\n";
+    any = true;
+    md += fmt::format("\n### {} `{}`\n\n", to_string(c.verdict), c.descriptor);
+    if (!c.note.empty()) md += fmt::format("Expected: {}\n\n", c.note);
+    md += fmt::format("Reason: {}\n\n", c.reason);
+    const std::string e = explain(c);
+    if (!e.empty()) md += "```\n" + e + "```\n\n";
+    md += fmt::format("Reproduce: `{}`\n", reproducer(r.backend, c.descriptor));
+  }
+  md += "\n## All cases\n\n| verdict | descriptor | worst tensor | ratio | κ1 | note |\n"
+        "|---|---|---|---:|---:|---|\n";
+  for (const auto& c : r.cases) {
+    const auto* w = worst_tensor(c);
+    std::string note = c.note;
+    if (c.verdict == Verdict::pass && !c.reason.empty()) note += (note.empty() ? "" : " — ") + c.reason;
+    md += fmt::format("| {} | `{}` | {} | {} | {} | {} |\n", to_string(c.verdict), c.descriptor,
+                      w ? w->name : "-", w ? fmt_num(w->worst_ratio) : "-",
+                      fmt_num(c.condition_number), md_escape(note));
+  }
+  return md;
+}
+
+void write_markdown(const RunReport& r, const std::string& path) { write_file(path, to_markdown(r)); }
+
+std::string machine_description() {
+  std::string model = "unknown CPU";
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return fmt::format("{}, {} hardware threads", model, std::thread::hardware_concurrency());
+}
+
+std::string compiler_description() {
+#if defined(__clang__)
+  return fmt::format("clang {}", __clang_version__);
+#elif defined(__GNUC__)
+  return fmt::format("g++ {}", __VERSION__);
+#else
+  return "unknown compiler";
+#endif
+}
+
+std::string utc_now_iso8601() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace normcheck

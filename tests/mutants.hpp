@@ -1,0 +1,15 @@
+// Planted-bug backends (mutants): the naive backend with one formula changed each.
+// Registered only in test builds, never in the shipped `normcheck` binary.
+#pragma once
+
+#include "normcheck/backend.hpp"
+
+namespace normcheck::testing {
+
+/// mutant_unbiased_variance: normalizes with v·m/(m−1) (a textbook slip; PyTorch's
+///   running_var convention leaking into the normalization).
+/// mutant_eps_outside_sqrt: r = 1/(sqrt(v) + eps).
+/// mutant_swapped_momentum: running ← f·running + (1−f)·batch (Keras momentum read as PyTorch's).
+void register_mutant_backends(BackendRegistry& r);
+
+}  // namespace normcheck::testing

@@ -1,0 +1,10 @@
+// The normcheck CLI with the planted-bug backends registered too (test builds only).
+#include "cli.hpp"
+#include "mutants.hpp"
+
+int main(int argc, char** argv) {
+  normcheck::BackendRegistry registry;
+  normcheck::register_builtin_backends(registry);
+  normcheck::testing::register_mutant_backends(registry);
+  return normcheck::cli_main(argc, argv, registry);
+}

@@ -1,0 +1,210 @@
+// The naive backend over every suite, planted bugs (mutants) caught, and runner outcomes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "mutants.hpp"
+#include "naive/naive.hpp"
+#include "normcheck/data.hpp"
+#include "normcheck/runner.hpp"
+
+namespace normcheck {
+namespace {
+
+std::vector<CaseResult> run_suite(Backend& b, const std::string& suite, std::optional<DType> dtype = {}) {
+  std::vector<CaseResult> out;
+  for (const auto& c : load_suite(suite).cases) {
+    Problem p = parse_descriptor(c.descriptor);
+    if (dtype) p.dtype = *dtype;
+    out.push_back(run_case(b, p, {}));
+  }
+  return out;
+}
+
+class NaiveOnSuite : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+
+TEST_P(NaiveOnSuite, EveryCasePasses) {
+  auto b = make_naive_backend();
+  const auto& [suite, dtype] = GetParam();
+  for (const auto& r : run_suite(*b, suite, dtype)) {
+    EXPECT_EQ(r.verdict, Verdict::pass) << r.descriptor << ": " << r.reason;
+    for (const auto& t : r.tensors) EXPECT_LE(t.worst_ratio, 1.0) << r.descriptor << " " << t.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Suites, NaiveOnSuite,
+                         ::testing::Combine(::testing::Values("smoke", "edge"),
+                                            ::testing::Values(DType::f32, DType::f64)),
+                         [](const auto& tp) {
+                           return std::get<0>(tp.param) + "_" + std::string(to_string(std::get<1>(tp.param)));
+                         });
+
+TEST(NaiveF64, PassesSharplyEvenOnTheHugeMeanCase) {
+  // In f64, κ ≈ 1e6 costs only u·κ ≈ 1e-10: the check must not be weak.
+  auto b = make_naive_backend();
+  const auto r = run_case(*b, parse_descriptor("layer_norm,dtype=f64,shape=8x64,data=normal:10000:0.01"), {});
+  EXPECT_EQ(r.verdict, Verdict::pass);
+  EXPECT_EQ(r.reason, "");
+}
+
+TEST(NaiveF32, HugeMeanCaseIsReportedAsAWeakCheck) {
+  auto b = make_naive_backend();
+  const auto r = run_case(*b, parse_descriptor("layer_norm,shape=8x64,data=normal:10000:0.01"), {});
+  EXPECT_EQ(r.verdict, Verdict::pass);
+  EXPECT_NE(r.reason.find("weak check"), std::string::npos) << r.reason;
+  EXPECT_GT(r.condition_number, 1e5);
+}
+
+TEST(Layouts, NchwAndNhwcGiveTheSameValues) {
+  auto b = make_naive_backend();
+  for (const char* d : {"batch_norm,shape=2x5x3x4", "group_norm,shape=2x6x3x4,groups=2,pass=backward_training"}) {
+    Problem p = parse_descriptor(d);
+    const auto a = run_case(*b, p, {});
+    p.layout = Layout::nhwc;
+    const auto c = run_case(*b, p, {});
+    ASSERT_EQ(a.tensors.size(), c.tensors.size());
+    for (size_t i = 0; i < a.tensors.size(); ++i) {
+      // Same inputs, same summation order per set: bit-identical.
+      EXPECT_EQ(a.tensors[i].max_abs_err, c.tensors[i].max_abs_err) << d << " " << a.tensors[i].name;
+      EXPECT_EQ(a.tensors[i].worst.index, c.tensors[i].worst.index) << d << " " << a.tensors[i].name;
+      EXPECT_EQ(a.tensors[i].worst.got, c.tensors[i].worst.got) << d << " " << a.tensors[i].name;
+    }
+  }
+}
+
+struct MutantCase {
+  const char* backend;
+  const char* descriptor;
+  const char* failing_tensor;
+};
+
+class MutantIsCaught : public ::testing::TestWithParam<MutantCase> {};
+
+TEST_P(MutantIsCaught, OnTheTargetedEdgeCase) {
+  BackendRegistry reg;
+  testing::register_mutant_backends(reg);
+  auto b = reg.create(GetParam().backend);
+  const auto r = run_case(*b, parse_descriptor(GetParam().descriptor), {});
+  EXPECT_EQ(r.verdict, Verdict::fail) << r.descriptor;
+  bool found = false;
+  for (const auto& t : r.tensors)
+    if (t.name == GetParam().failing_tensor) {
+      found = true;
+      EXPECT_FALSE(t.pass);
+      EXPECT_GT(t.worst_ratio, 10.0) << "caught only narrowly";
+    }
+  EXPECT_TRUE(found) << GetParam().failing_tensor;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Mutants, MutantIsCaught,
+    ::testing::Values(
+        MutantCase{"mutant_unbiased_variance", "batch_norm,pass=forward_training,dtype=f32,shape=2x3", "y"},
+        MutantCase{"mutant_unbiased_variance", "batch_norm,pass=forward_training,dtype=f32,shape=2x3", "inv_std"},
+        MutantCase{"mutant_unbiased_variance", "group_norm,pass=forward_training,dtype=f32,shape=2x6x2,groups=3", "y"},
+        MutantCase{"mutant_eps_outside_sqrt",
+                   "layer_norm,pass=forward_training,dtype=f32,shape=4x64,data=normal:0:0.003", "y"},
+        MutantCase{"mutant_swapped_momentum", "batch_norm,pass=forward_training,dtype=f32,shape=4x3x5x5,steps=3",
+                   "running_mean"},
+        MutantCase{"mutant_swapped_momentum",
+                   "batch_norm,pass=forward_inference,dtype=f32,shape=4x3x5x5,convention=keras,steps=3", "y"}),
+    [](const auto& tp) {
+      return std::string(tp.param.backend) + "_" + std::to_string(tp.index) + "_" + tp.param.failing_tensor;
+    });
+
+TEST(Mutants, EveryMutantFailsSomeEdgeCaseAndPassesSomeOther) {
+  BackendRegistry reg;
+  testing::register_mutant_backends(reg);
+  for (const auto& e : reg.entries()) {
+    auto b = e.factory();
+    int fail = 0, pass = 0;
+    for (const auto& r : run_suite(*b, "edge")) {
+      fail += r.verdict == Verdict::fail;
+      pass += r.verdict == Verdict::pass;
+    }
+    EXPECT_GT(fail, 0) << e.name;
+    EXPECT_GT(pass, 0) << e.name << " fails everything: the check would not be specific";
+  }
+}
+
+/// Wraps naive and perturbs one output element: a wrong value at a known place.
+class OneWrongElement final : public Backend {
+ public:
+  explicit OneWrongElement(double delta) : inner_(make_naive_backend()), delta_(delta) {}
+  std::string name() const override { return "one_wrong_element"; }
+  std::string version() const override { return "test"; }
+  std::string description() const override { return "naive with y[5] perturbed"; }
+  Capabilities capabilities() const override { return inner_->capabilities(); }
+  RunResult run(const RunArgs& a) override {
+    RunResult r = inner_->run(a);
+    if (a.y.present()) static_cast<float*>(a.y.data)[5] += static_cast<float>(delta_);
+    return r;
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  double delta_;
+};
+
+TEST(Comparison, CatchesOneWrongElementAndNamesIt) {
+  OneWrongElement b(1e-4);
+  const auto r = run_case(b, parse_descriptor("layer_norm,shape=4x8"), {});
+  ASSERT_EQ(r.verdict, Verdict::fail);
+  ASSERT_EQ(r.tensors[0].name, "y");
+  EXPECT_EQ(r.tensors[0].over_tolerance, 1);
+  EXPECT_EQ(r.tensors[0].worst.index, 5);
+  EXPECT_EQ(r.tensors[0].worst.coords, (std::vector<int64_t>{0, 5}));
+}
+
+TEST(Comparison, ToleratesAPerturbationOfOneUlp) {
+  OneWrongElement b(0);  // control: the same wrapper with nothing changed passes
+  EXPECT_EQ(run_case(b, parse_descriptor("layer_norm,shape=4x8"), {}).verdict, Verdict::pass);
+}
+
+class Limited final : public Backend {
+ public:
+  explicit Limited(bool fail) : fail_(fail) {}
+  std::string name() const override { return "limited"; }
+  std::string version() const override { return "test"; }
+  std::string description() const override { return "batch_norm f32 only"; }
+  Capabilities capabilities() const override {
+    return {{Op::batch_norm}, {Pass::forward_training}, {DType::f32}, {Layout::nchw}};
+  }
+  RunResult run(const RunArgs&) override {
+    RunResult r;
+    if (fail_) {
+      r.ok = false;
+      r.message = "status 7: out of workspace";
+    }
+    return r;
+  }
+
+ private:
+  bool fail_;
+};
+
+TEST(Runner, UnsupportedIsAnAnswerWithAReason) {
+  Limited b(false);
+  const auto r = run_case(b, parse_descriptor("layer_norm,shape=4x8"), {});
+  EXPECT_EQ(r.verdict, Verdict::unsupported);
+  EXPECT_EQ(r.reason, "op layer_norm not supported by limited");
+  EXPECT_EQ(run_case(b, parse_descriptor("batch_norm,shape=4x8,dtype=f64"), {}).reason,
+            "dtype f64 not supported by limited");
+}
+
+TEST(Runner, BackendErrorsAreReportedNotThrown) {
+  Limited b(true);
+  const auto r = run_case(b, parse_descriptor("batch_norm,shape=4x8"), {});
+  EXPECT_EQ(r.verdict, Verdict::error);
+  EXPECT_NE(r.reason.find("status 7: out of workspace"), std::string::npos) << r.reason;
+}
+
+TEST(Runner, MissingRequiredOutputFails) {
+  Limited b(false);  // returns ok but writes nothing
+  const auto r = run_case(b, parse_descriptor("batch_norm,shape=4x8"), {});
+  EXPECT_EQ(r.verdict, Verdict::fail);
+  EXPECT_NE(r.reason.find("did not produce y, running_mean, running_var"), std::string::npos) << r.reason;
+}
+
+}  // namespace
+}  // namespace normcheck

@@ -1,0 +1,246 @@
+#include "cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "normcheck/data.hpp"
+#include "normcheck/report.hpp"
+#include "normcheck/version.hpp"
+
+namespace normcheck {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+template <class E, size_t N>
+std::string join_enum(const E (&all)[N]) {
+  std::vector<std::string> v;
+  for (auto e : all) v.emplace_back(to_string(e));
+  return join(v);
+}
+template <class V>
+std::string join_names(const V& list) {
+  std::vector<std::string> v;
+  for (auto e : list) v.emplace_back(to_string(e));
+  return join(v);
+}
+
+int cmd_list(const BackendRegistry& registry) {
+  fmt::print("normcheck {}\n\nbackends:\n", kVersion);
+  for (const auto& e : registry.entries()) {
+    auto b = e.factory();
+    const Capabilities c = b->capabilities();
+    fmt::print("  {:<10} {}\n             {}\n             ops: {}\n             passes: {}\n"
+               "             dtypes: {}; layouts: {}\n",
+               e.name, b->version(), b->description(), join_names(c.ops), join_names(c.passes),
+               join_names(c.dtypes), join_names(c.layouts));
+  }
+  fmt::print("\nsuites:\n");
+  for (const auto& n : builtin_suite_names()) {
+    const Suite s = load_suite(n);
+    fmt::print("  {:<10} {:>3} cases  {}\n", n, s.cases.size(), s.title);
+  }
+  fmt::print("\nops: {}\npasses: {}\n\nconventions (batch_norm running statistics):\n",
+             join_enum(kAllOps), join_enum(kAllPasses));
+  for (const auto& c : conventions())
+    fmt::print("  {:<10} {} momentum, default {}; running_var {}; default eps {}\n", c.name,
+               c.momentum_meaning, format_number(c.default_momentum),
+               c.running_var_unbiased ? "unbiased" : "biased", format_number(c.default_eps));
+  return kExitPass;
+}
+
+void print_case_outcome(const CaseResult& c, const std::string& backend) {
+  switch (c.verdict) {
+    case Verdict::pass:
+      if (!c.reason.empty()) fmt::print("WEAK  {}\n      {}\n", c.descriptor, c.reason);
+      return;
+    case Verdict::unsupported:
+      fmt::print("UNSUPPORTED  {}\n      {}\n", c.descriptor, c.reason);
+      return;
+    case Verdict::fail:
+    case Verdict::error:
+      fmt::print("{:<5} {}\n", to_string(c.verdict), c.descriptor);
+      if (!c.note.empty()) fmt::print("      expected: {}\n", c.note);
+      fmt::print("      {}\n", c.reason);
+      fmt::print("{}", explain(c));
+      fmt::print("      reproduce: {}\n", reproducer(backend, c.descriptor));
+      return;
+  }
+}
+
+void print_summary(const std::vector<CaseResult>& cases) {
+  std::map<std::pair<int, int>, Tally> groups;
+  for (const auto& c : cases) {
+    Tally& t = groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}];
+    switch (c.verdict) {
+      case Verdict::pass: ++t.pass; break;
+      case Verdict::fail: ++t.fail; break;
+      case Verdict::unsupported: ++t.unsupported; break;
+      case Verdict::error: ++t.error; break;
+    }
+  }
+  fmt::print("\n{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", "op", "pass", "cases", "pass", "fail",
+             "unsup", "error");
+  for (const auto& [k, t] : groups)
+    fmt::print("{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", to_string(static_cast<Op>(k.first)),
+               to_string(static_cast<Pass>(k.second)), t.total(), t.pass, t.fail, t.unsupported, t.error);
+  const Tally t = tally(cases);
+  fmt::print("{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", "total", "", t.total(), t.pass, t.fail,
+             t.unsupported, t.error);
+}
+
+/// Fails early (exit 2) rather than after a long run when a report path is not writable.
+void check_writable(const std::string& path) {
+  if (path.empty()) return;
+  std::ofstream f(path, std::ios::app);
+  if (!f) throw Error("cannot write " + path);
+}
+
+}  // namespace
+
+int cli_main(int argc, char** argv, const BackendRegistry& registry) {
+  CLI::App app{"normcheck: a correctness oracle for normalization layers (BatchNorm, LayerNorm, "
+               "InstanceNorm, GroupNorm, RMSNorm).\nExit codes: 0 all pass, 1 any FAIL or ERROR, "
+               "2 usage or setup error, 3 internal error, 130 interrupted.",
+               "normcheck"};
+  app.set_version_flag("--version", std::string("normcheck ") + kVersion);
+  std::string backend_name = "naive";
+  std::vector<std::string> suites, cases;
+  std::string dtype_override, json_path, junit_path, md_path, dump_dir;
+  int reference_bits = 128;
+  bool quiet = false;
+  app.add_option("--backend,-b", backend_name, "backend to test (see `normcheck list`)")
+      ->capture_default_str();
+  app.add_option("--suite,-s", suites, "built-in suite name or path to a suite file (repeatable)");
+  app.add_option("--case,-c", cases, "one case descriptor (repeatable); see docs/descriptor.md");
+  app.add_option("--dtype", dtype_override, "run every case in this dtype instead (f32, f64)");
+  app.add_option("--json", json_path, "write the JSON report here");
+  app.add_option("--junit", junit_path, "write JUnit XML here");
+  app.add_option("--report", md_path, "write the Markdown summary here");
+  app.add_option("--dump", dump_dir, "write each case's inputs and outputs as .npy under DIR");
+  app.add_option("--reference-bits", reference_bits, "reference precision: 128 or 256")
+      ->capture_default_str();
+  app.add_flag("--quiet,-q", quiet, "print only failures and the summary");
+  CLI::App* list = app.add_subcommand("list", "list backends (with versions), suites, ops and conventions");
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "normcheck: error: {} (see normcheck --help)\n", e.what());
+    return kExitUsage;
+  }
+
+  try {
+    if (list->parsed()) return cmd_list(registry);
+    if (suites.empty() && cases.empty())
+      throw Error("nothing to run: give --suite NAME (e.g. --suite edge) or --case DESCRIPTOR");
+    if (reference_bits != 128 && reference_bits != 256)
+      throw Error("--reference-bits must be 128 or 256");
+
+    // Resolve everything before running anything: a typo costs no time.
+    struct Planned { Problem problem; std::string note; };
+    std::vector<Planned> plan;
+    std::string suite_label;
+    for (const auto& s : suites) {
+      const Suite suite = load_suite(s);
+      suite_label += (suite_label.empty() ? "" : "+") + suite.name;
+      for (const auto& c : suite.cases) plan.push_back({parse_descriptor(c.descriptor), c.note});
+    }
+    for (const auto& c : cases) plan.push_back({parse_descriptor(c), ""});
+    if (!cases.empty()) suite_label += suite_label.empty() ? "cases" : "+cases";
+    if (!dtype_override.empty()) {
+      const DType t = parse_dtype(dtype_override);
+      for (auto& pl : plan) {
+        pl.problem.dtype = t;
+        validate(pl.problem);
+      }
+    }
+    auto backend = registry.create(backend_name);
+    check_writable(json_path);
+    check_writable(junit_path);
+    check_writable(md_path);
+
+    RunReport report;
+    report.normcheck_version = kVersion;
+    for (int i = 0; i < argc; ++i) report.command += (i ? " " : "") + std::string(argv[i]);
+    report.backend = backend_name;
+    report.backend_version = backend->version();
+    report.suite = suite_label;
+    report.machine = machine_description();
+    report.compiler = compiler_description();
+    report.started_utc = utc_now_iso8601();
+    report.reference_bits = reference_bits;
+
+    if (!quiet)
+      fmt::print("normcheck {}: backend {} ({}), {}: {} cases, reference {} bits\n", kVersion,
+                 backend_name, report.backend_version, suite_label, plan.size(), reference_bits);
+    std::fflush(stdout);
+    const bool tty = isatty(STDERR_FILENO) && !quiet;
+    g_interrupted = false;
+    auto previous = std::signal(SIGINT, on_sigint);
+    const auto t0 = std::chrono::steady_clock::now();
+    RunOptions opt;
+    opt.reference_bits = reference_bits;
+    opt.dump_dir = dump_dir;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      if (g_interrupted) {
+        report.complete = false;
+        break;
+      }
+      if (tty) {
+        std::string d = to_descriptor(plan[i].problem);
+        if (d.size() > 90) d = d.substr(0, 87) + "...";
+        fmt::print(stderr, "\r\033[K[{:>3}/{}] {}", i + 1, plan.size(), d);
+        std::fflush(stderr);
+      }
+      CaseResult c = run_case(*backend, plan[i].problem, opt);
+      c.note = plan[i].note;
+      if (tty) fmt::print(stderr, "\r\033[K");
+      if (!quiet || c.verdict == Verdict::fail || c.verdict == Verdict::error)
+        print_case_outcome(c, backend_name);
+      std::fflush(stdout);
+      report.cases.push_back(std::move(c));
+    }
+    std::signal(SIGINT, previous);
+    report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    print_summary(report.cases);
+    if (!json_path.empty()) write_json(report, json_path);
+    if (!junit_path.empty()) write_junit(report, junit_path);
+    if (!md_path.empty()) write_markdown(report, md_path);
+    const Tally t = tally(report.cases);
+    const bool ok = t.fail == 0 && t.error == 0;
+    fmt::print("\n{}: {} of {} cases passed, {} failed, {} errors, {} unsupported ({:.2f} s){}\n",
+               ok ? "PASS" : "FAIL", t.pass, t.total(), t.fail, t.error, t.unsupported,
+               report.wall_seconds, report.complete ? "" : " — INTERRUPTED, report incomplete");
+    if (!report.complete) return 130;
+    return ok ? kExitPass : kExitMismatch;
+  } catch (const Error& e) {
+    fmt::print(stderr, "normcheck: error: {}\n", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "normcheck: internal error: {}\n", e.what());
+    return kExitInternal;
+  }
+}
+
+}  // namespace normcheck

@@ -1,0 +1,13 @@
+// normcheck — the command-line interface, as a function so that test builds can run the very
+// same CLI with extra (mutant) backends registered.
+#pragma once
+
+#include "normcheck/backend.hpp"
+
+namespace normcheck {
+
+/// Runs the normcheck command line. Returns the process exit code (error.hpp ExitCode, or 130
+/// when interrupted by SIGINT). Usage: docs/cli.md.
+int cli_main(int argc, char** argv, const BackendRegistry& registry);
+
+}  // namespace normcheck
