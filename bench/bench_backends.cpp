@@ -6,6 +6,7 @@
 #include "normcheck/backend.hpp"
 #include "normcheck/generate.hpp"
 #include "normcheck/reference.hpp"
+#include "normcheck/runner.hpp"
 
 namespace normcheck {
 namespace {
@@ -18,14 +19,7 @@ void BM_NaiveForward(benchmark::State& state, const char* descriptor) {
   register_builtin_backends(reg);
   auto b = reg.create("naive");
   Tensor y(p.dtype, p.dims, p.layout);
-  RunArgs a;
-  a.op = p.op;
-  a.pass = p.pass;
-  a.rank = p.rank();
-  for (int d = 0; d < p.rank(); ++d) a.dims[d] = p.dims[d];
-  a.norm_dims = p.norm_dims;
-  a.groups = p.groups;
-  a.eps = p.eps;
+  RunArgs a = make_run_args(p);
   a.x = in.batches.back().arg();
   a.y = y.arg();
   a.gamma = in.gamma.arg();

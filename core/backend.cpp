@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace normcheck {
 
@@ -24,12 +25,12 @@ void BackendRegistry::add(std::string name, std::string summary, Factory f) {
 }
 
 std::unique_ptr<Backend> BackendRegistry::create(const std::string& name) const {
-  std::string known;
+  std::vector<std::string> known;
   for (const auto& e : entries_) {
     if (e.name == name) return e.factory();
-    known += (known.empty() ? "" : ", ") + e.name;
+    known.push_back(e.name);
   }
-  throw Error(fmt::format("unknown backend '{}'; known: {}", name, known));
+  throw Error(fmt::format("unknown backend '{}'; known: {}", name, fmt::join(known, ", ")));
 }
 
 }  // namespace normcheck

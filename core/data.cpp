@@ -1,6 +1,7 @@
 #include "normcheck/data.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -60,12 +61,12 @@ const std::vector<Convention>& conventions() {
 }
 
 const Convention& find_convention(std::string_view name) {
-  std::string known;
+  std::vector<std::string> known;
   for (const auto& c : conventions()) {
     if (c.name == name) return c;
-    known += (known.empty() ? "" : ", ") + c.name;
+    known.push_back(c.name);
   }
-  throw Error(fmt::format("unknown convention '{}'; known: {}", name, known));
+  throw Error(fmt::format("unknown convention '{}'; known: {}", name, fmt::join(known, ", ")));
 }
 
 double batch_weight(const Convention& c, double momentum) {
@@ -117,10 +118,8 @@ Suite load_suite(std::string_view name_or_path) {
   if (const char* text = embedded_file(embedded_path)) return parse_suite(std::string(name_or_path), text);
   std::ifstream f{std::string(name_or_path)};
   if (!f) {
-    std::string known;
-    for (const auto& n : builtin_suite_names()) known += (known.empty() ? "" : ", ") + n;
     throw Error(fmt::format("unknown suite '{}': neither a built-in suite ({}) nor a readable file",
-                            name_or_path, known));
+                            name_or_path, fmt::join(builtin_suite_names(), ", ")));
   }
   std::stringstream ss;
   ss << f.rdbuf();

@@ -118,15 +118,14 @@ int64_t Problem::numel() const {
 }
 
 std::string format_number(double v) {
-  std::string s = fmt::format("{}", v);
-  auto e = s.find('e');
+  const std::string s = fmt::format("{}", v);  // shortest round-trip form
+  const auto e = s.find('e');
   if (e == std::string::npos) return s;
-  std::string mant = s.substr(0, e);
-  std::string exp = s.substr(e + 1);
-  bool neg = !exp.empty() && exp[0] == '-';
-  if (!exp.empty() && (exp[0] == '-' || exp[0] == '+')) exp.erase(0, 1);
-  while (exp.size() > 1 && exp[0] == '0') exp.erase(0, 1);
-  return mant + "e" + (neg ? "-" : "") + exp;
+  std::string_view exp = std::string_view(s).substr(e + 1);
+  const bool neg = !exp.empty() && exp.front() == '-';
+  if (!exp.empty() && (exp.front() == '-' || exp.front() == '+')) exp.remove_prefix(1);
+  while (exp.size() > 1 && exp.front() == '0') exp.remove_prefix(1);
+  return fmt::format("{}e{}{}", std::string_view(s).substr(0, e), neg ? "-" : "", exp);
 }
 
 Problem parse_descriptor(std::string_view text) {
@@ -252,7 +251,7 @@ void validate(const Problem& p) {
 std::string to_descriptor(const Problem& p) {
   std::string s = fmt::format("{},pass={},dtype={},shape=", to_string(p.op), to_string(p.pass),
                               to_string(p.dtype));
-  for (size_t i = 0; i < p.dims.size(); ++i) s += (i ? "x" : "") + std::to_string(p.dims[i]);
+  for (size_t i = 0; i < p.dims.size(); ++i) s += fmt::format("{}{}", i ? "x" : "", p.dims[i]);
   if (p.layout != Layout::nchw) s += fmt::format(",layout={}", to_string(p.layout));
   if (is_per_row(p.op) && p.norm_dims != 1) s += fmt::format(",norm_dims={}", p.norm_dims);
   if (p.op == Op::group_norm) s += fmt::format(",groups={}", p.groups);

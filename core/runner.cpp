@@ -1,6 +1,7 @@
 #include "normcheck/runner.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <cmath>
@@ -46,6 +47,24 @@ std::string dump_dir_name(const std::string& descriptor) {
 
 }  // namespace
 
+RunArgs make_run_args(const Problem& p) {
+  const DType sdt = stats_dtype(p.dtype);
+  const Convention& conv = find_convention(p.convention);
+  RunArgs args;
+  args.op = p.op;
+  args.pass = p.pass;
+  args.rank = p.rank();
+  for (int d = 0; d < p.rank(); ++d) args.dims[d] = p.dims[d];
+  args.norm_dims = p.norm_dims;
+  args.groups = p.groups;
+  args.eps = round_to(sdt, p.eps);
+  args.affine = p.affine;
+  args.batch_weight = round_to(sdt, batch_weight(conv, round_to(sdt, p.momentum)));
+  args.running_var_unbiased = conv.running_var_unbiased;
+  args.x.dtype = p.dtype;
+  return args;
+}
+
 CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   validate(p);
@@ -61,21 +80,9 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
 
   const Partition part = make_partition(p);
   const DType sdt = stats_dtype(p.dtype);
-  const Convention& conv = find_convention(p.convention);
   const bool bn = p.op == Op::batch_norm;
 
-  RunArgs args;
-  args.op = p.op;
-  args.pass = p.pass;
-  args.rank = p.rank();
-  for (int d = 0; d < p.rank(); ++d) args.dims[d] = p.dims[d];
-  args.norm_dims = p.norm_dims;
-  args.groups = p.groups;
-  args.eps = round_to(sdt, p.eps);
-  args.affine = p.affine;
-  args.batch_weight = round_to(sdt, batch_weight(conv, round_to(sdt, p.momentum)));
-  args.running_var_unbiased = conv.running_var_unbiased;
-  args.x.dtype = p.dtype;
+  RunArgs args = make_run_args(p);
   if (auto why = backend.unsupported_reason(args, p.layout)) return finish(Verdict::unsupported, *why);
 
   GeneratedInputs in = generate_inputs(p, part);
@@ -207,15 +214,9 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     if (!t.pass) failed.push_back(t.name);
   if (!missing.empty() || !failed.empty()) {
     std::string reason;
-    if (!failed.empty()) {
-      reason = "mismatch in ";
-      for (size_t i = 0; i < failed.size(); ++i) reason += (i ? ", " : "") + failed[i];
-    }
-    if (!missing.empty()) {
-      reason += reason.empty() ? "" : "; ";
-      reason += "backend did not produce ";
-      for (size_t i = 0; i < missing.size(); ++i) reason += (i ? ", " : "") + missing[i];
-    }
+    if (!failed.empty()) reason = fmt::format("mismatch in {}", fmt::join(failed, ", "));
+    if (!missing.empty())
+      reason += fmt::format("{}backend did not produce {}", reason.empty() ? "" : "; ", fmt::join(missing, ", "));
     return finish(Verdict::fail, reason);
   }
   // Weak check: with batch statistics, every correct kernel may shift x̂ by the mean error,

@@ -2,6 +2,7 @@
 #include "normcheck/report.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -29,11 +30,7 @@ std::string fmt_num(double v) {
   return fmt::format("{:.6g}", v);
 }
 
-std::string coords_text(const std::vector<int64_t>& c) {
-  std::string s = "[";
-  for (size_t i = 0; i < c.size(); ++i) s += (i ? "," : "") + std::to_string(c[i]);
-  return s + "]";
-}
+std::string coords_text(const std::vector<int64_t>& c) { return fmt::format("[{}]", fmt::join(c, ",")); }
 
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary);
@@ -107,11 +104,11 @@ std::string explain(const CaseResult& c) {
   for (const auto& t : c.tensors) {
     if (t.pass && t.undefined == 0) continue;
     if (t.undefined > 0 && t.pass) {
-      out += fmt::format("  {}: {} element(s) not compared: the reference is undefined there "
+      out += fmt::format("      {}: {} element(s) not compared: the reference is undefined there "
                          "(unbiased variance of a single value, 0/0)\n", t.name, t.undefined);
       continue;
     }
-    out += fmt::format("  {}: {}/{} over tolerance", t.name, t.over_tolerance, t.numel);
+    out += fmt::format("      {}: {}/{} over tolerance", t.name, t.over_tolerance, t.numel);
     if (t.nonfinite_mismatch) out += fmt::format(", {} non-finite mismatch(es)", t.nonfinite_mismatch);
     out += fmt::format("; worst at {}: got {}, expected {}, |err| {} = {}× tolerance {}; max {} ulp\n",
                        coords_text(t.worst.coords), fmt_num(t.worst.got), fmt_num(t.worst.expected),

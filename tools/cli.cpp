@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,11 +22,7 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted = true; }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
+std::string join(const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ", ")); }
 template <class E, size_t N>
 std::string join_enum(const E (&all)[N]) {
   std::vector<std::string> v;
@@ -167,6 +164,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     }
     for (const auto& c : cases) plan.push_back({parse_descriptor(c), ""});
     if (!cases.empty()) suite_label += suite_label.empty() ? "cases" : "+cases";
+    const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
     if (!dtype_override.empty()) {
       const DType t = parse_dtype(dtype_override);
       for (auto& pl : plan) {
@@ -191,8 +189,9 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     report.reference_bits = reference_bits;
 
     if (!quiet)
-      fmt::print("normcheck {}: backend {} ({}), {}: {} cases, reference {} bits\n", kVersion,
-                 backend_name, report.backend_version, suite_label, plan.size(), reference_bits);
+      fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {} bits\n", kVersion,
+                 backend_name, report.backend_version, what, plan.size(), plan.size() == 1 ? "" : "s",
+                 reference_bits);
     std::fflush(stdout);
     const bool tty = isatty(STDERR_FILENO) && !quiet;
     g_interrupted = false;

@@ -29,6 +29,11 @@ struct RunOptions {
   std::string dump_dir;  ///< when set, write .npy files of inputs and outputs per case
 };
 
+/// The scalar part of a backend call for problem p: op, pass, shape, eps and momentum rounded to
+/// the statistics dtype, running-statistics convention in new-weight form, x's dtype. Buffers are
+/// left absent.
+RunArgs make_run_args(const Problem& p);
+
 /// Runs problem p on backend b. Never throws for backend failures (they become Verdict::error);
 /// throws Error for invalid problems or unwritable dump directories.
 CaseResult run_case(Backend& b, const Problem& p, const RunOptions& opt);
