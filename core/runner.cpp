@@ -219,6 +219,11 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
       reason += fmt::format("{}backend did not produce {}", reason.empty() ? "" : "; ", fmt::join(missing, ", "));
     return finish(Verdict::fail, reason);
   }
+  std::string note;
+  for (const auto& t : res.tensors)
+    if (t.undefined > 0)
+      note = fmt::format("{} not compared: the unbiased variance of a single value is 0/0, undefined; ",
+                         t.name);
   // Weak check: with batch statistics, every correct kernel may shift x̂ by the mean error,
   // up to 2·γ_{m+4}·κ1 in units of |gamma| (docs/comparison.md). Above 10% the case cannot tell
   // a right answer from a wrong one in this dtype.
@@ -227,12 +232,13 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     const double shift = k * u < 1 ? 2 * k * u / (1 - k * u) * res.condition_number : HUGE_VAL;
     if (shift > 0.1)
       return finish(Verdict::pass,
-                    fmt::format("weak check: condition number κ1 = {:.3g} with m = {} lets a correct "
+                    note + fmt::format("weak check: condition number κ1 = {:.3g} with m = {} lets a correct "
                                 "{} kernel shift x̂ by up to 2·γ_(m+4)·κ1 = {:.2g}, so the tolerance "
                                 "is above 10% of |gamma|",
                                 res.condition_number, part.set_size, to_string(p.dtype), shift));
   }
-  return finish(Verdict::pass, "");
+  if (!note.empty()) note.resize(note.size() - 2);  // drop the trailing "; "
+  return finish(Verdict::pass, note);
 }
 
 }  // namespace normcheck

@@ -208,3 +208,27 @@ TEST(Runner, MissingRequiredOutputFails) {
 
 }  // namespace
 }  // namespace normcheck
+
+namespace normcheck {
+namespace {
+
+TEST(Runner, UndefinedRunningVarIsNotedNotHidden) {
+  auto b = make_naive_backend();
+  const auto r = run_case(*b, parse_descriptor("batch_norm,shape=1x4x1x1"), {});
+  EXPECT_EQ(r.verdict, Verdict::pass);
+  EXPECT_NE(r.reason.find("running_var not compared"), std::string::npos) << r.reason;
+  bool seen = false;
+  for (const auto& t : r.tensors)
+    if (t.name == "running_var") {
+      seen = true;
+      EXPECT_EQ(t.undefined, 4);
+    }
+  EXPECT_TRUE(seen);
+  // Under Keras (biased running_var) the same input is fully defined and compared.
+  const auto k = run_case(*b, parse_descriptor("batch_norm,shape=1x4x1x1,convention=keras"), {});
+  EXPECT_EQ(k.verdict, Verdict::pass);
+  EXPECT_EQ(k.reason, "");
+}
+
+}  // namespace
+}  // namespace normcheck

@@ -63,7 +63,9 @@ int cmd_list(const BackendRegistry& registry) {
 void print_case_outcome(const CaseResult& c, const std::string& backend) {
   switch (c.verdict) {
     case Verdict::pass:
-      if (!c.reason.empty()) fmt::print("WEAK  {}\n      {}\n", c.descriptor, c.reason);
+      if (!c.reason.empty())
+        fmt::print("{}  {}\n      {}\n", c.reason.find("weak check") != std::string::npos ? "WEAK" : "NOTE",
+                   c.descriptor, c.reason);
       return;
     case Verdict::unsupported:
       fmt::print("UNSUPPORTED  {}\n      {}\n", c.descriptor, c.reason);

@@ -18,7 +18,9 @@ struct CaseResult {
   std::string descriptor;  ///< canonical descriptor (the reproducer)
   std::string note;        ///< the suite's comment: what the case is and the expected behaviour
   Verdict verdict = Verdict::pass;
-  std::string reason;      ///< one line: why it failed / is unsupported / errored ("" on pass)
+  /// One line: why it failed / is unsupported / errored. A pass may carry a note: elements not
+  /// compared because the reference is undefined, or "weak check: …" (docs/comparison.md).
+  std::string reason;
   std::vector<TensorComparison> tensors;
   double condition_number = 0;  ///< κ1 of the compared batch (compare.hpp)
   double seconds = 0;           ///< wall time of the case (backend + reference + compare)
