@@ -1,12 +1,20 @@
 // The built-in backends. Each backend lives in backends/<name>/.
 #include "naive/naive.hpp"
 #include "normcheck/backend.hpp"
+#ifdef NORMCHECK_HAVE_ONEDNN
+#include "onednn/onednn.hpp"
+#endif
 
 namespace normcheck {
 
 void register_builtin_backends(BackendRegistry& r) {
   r.add("naive", "textbook two-pass in f32/f64; the embedded default",
         [] { return make_naive_backend(); });
+#ifdef NORMCHECK_HAVE_ONEDNN
+  r.add("onednn", "oneDNN CPU primitives on the caller's layout", [] { return make_onednn_backend(false); });
+  r.add("onednn_blocked", "oneDNN CPU primitives on nC[d][h]w16c blocked data",
+        [] { return make_onednn_backend(true); });
+#endif
 }
 
 }  // namespace normcheck

@@ -168,6 +168,9 @@ Problem parse_descriptor(std::string_view text) {
       else if (key == "affine") {
         if (val != "0" && val != "1") throw Error(fmt::format("affine={} must be 0 or 1", val));
         p.affine = val == "1";
+      } else if (key == "inplace") {
+        if (val != "0" && val != "1") throw Error(fmt::format("inplace={} must be 0 or 1", val));
+        p.inplace = val == "1";
       } else if (key == "convention") {
         only_for(p.op == Op::batch_norm, "batch_norm");
         p.convention = std::string(val);
@@ -188,7 +191,7 @@ Problem parse_descriptor(std::string_view text) {
         p.seed = static_cast<uint64_t>(s);
       } else {
         throw Error(fmt::format("unknown key '{}'; known: pass, dtype, layout, shape, norm_dims, "
-                                "groups, eps, affine, convention, momentum, steps, data, special, seed",
+                                "groups, eps, affine, inplace, convention, momentum, steps, data, special, seed",
                                 key));
       }
     }
@@ -257,6 +260,7 @@ std::string to_descriptor(const Problem& p) {
   if (p.op == Op::group_norm) s += fmt::format(",groups={}", p.groups);
   if (p.eps != 1e-5) s += ",eps=" + format_number(p.eps);
   if (!p.affine) s += ",affine=0";
+  if (p.inplace) s += ",inplace=1";
   if (p.op == Op::batch_norm) {
     if (p.convention != "pytorch") s += ",convention=" + p.convention;
     if (p.momentum != find_convention(p.convention).default_momentum)

@@ -133,9 +133,9 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     const bool training = k < n_train;
     args.pass = training ? Pass::forward_training : p.pass;
     args.x = in.batches[k].arg();
-    args.y = y.arg();
+    args.y = p.inplace ? args.x : y.arg();
     args.dy = in.dy.arg();
-    args.dx = dx.arg();
+    args.dx = p.inplace && is_backward(args.pass) ? args.dy : dx.arg();
     args.dgamma = dgamma.arg();
     args.dbeta = dbeta.arg();
     const bool saved = args.pass == Pass::forward_training || args.pass == Pass::backward_training;
@@ -147,6 +147,8 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     args.running_var = bn && !is_backward(args.pass) ? running_var.arg()
                        : bn && p.pass == Pass::backward_inference ? running_var.arg() : TensorArg{};
     RunResult rr = backend.run(args);
+    if (!rr.ok && rr.unsupported)
+      return finish(Verdict::unsupported, "unsupported by backend: " + rr.message);
     if (!rr.ok)
       return finish(Verdict::error, fmt::format("backend error on call {} of {} ({}): {}", k + 1,
                                                 calls, to_string(args.pass), rr.message));
@@ -154,16 +156,19 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   }
 
   const bool fwd = !is_backward(p.pass);
+  // In place, the outputs are where the inputs were (the reference kept its own copy).
+  Tensor& y_out = p.inplace ? in.batches.back() : y;
+  Tensor& dx_out = p.inplace ? in.dy : dx;
   const bool track = bn && (p.pass == Pass::forward_training || (p.pass == Pass::forward_inference && p.steps > 0));
   const bool rms = p.op == Op::rms_norm;
   std::vector<Slot> slots = {
-      {"y", kOutY, &y, &ref.y, &tol.y, fwd},
+      {"y", kOutY, &y_out, &ref.y, &tol.y, fwd},
       {"mean", kOutMean, &mean, &ref.mean, &tol.mean, false},
       {rms ? "mean_square" : "variance", kOutVariance, &variance, &ref.variance, &tol.variance, false},
       {rms ? "inv_rms" : "inv_std", kOutInvStd, &inv_std, &ref.inv_std, &tol.inv_std, false},
       {"running_mean", kOutRunningMean, &running_mean, &ref.running_mean, &tol.running_mean, track},
       {"running_var", kOutRunningVar, &running_var, &ref.running_var, &tol.running_var, track},
-      {"dx", kOutDx, &dx, &ref.dx, &tol.dx, !fwd},
+      {"dx", kOutDx, &dx_out, &ref.dx, &tol.dx, !fwd},
       {"dgamma", kOutDgamma, &dgamma, &ref.dgamma, &tol.dgamma, !fwd && p.affine},
       {"dbeta", kOutDbeta, &dbeta, &ref.dbeta, &tol.dbeta, !fwd && p.affine && part.has_beta},
   };
@@ -188,9 +193,13 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     auto dump = [&](const std::string& name, const Tensor& t) {
       if (!t.empty()) write_npy((dir / (name + ".npy")).string(), t.dtype(), t.dims(), t.to_vector());
     };
-    dump("input_x", in.batches.back());
-    for (int k = 0; k + 1 < calls; ++k) dump(fmt::format("input_x_step{}", k + 1), in.batches[k]);
-    dump("input_dy", in.dy);
+    // x and dy from the reference's copy: in place, the backend has overwritten the buffers.
+    auto dump_input = [&](const std::string& name, const std::vector<double>& v) {
+      if (!v.empty()) write_npy((dir / (name + ".npy")).string(), p.dtype, p.dims, v);
+    };
+    dump_input("input_x", rin.batches.back());
+    for (int k = 0; k + 1 < calls; ++k) dump_input(fmt::format("input_x_step{}", k + 1), rin.batches[k]);
+    dump_input("input_dy", rin.dy);
     dump("input_gamma", in.gamma);
     dump("input_beta", in.beta);
     dump("input_running_mean", in.running_mean);
@@ -203,8 +212,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     for (const Slot& s : slots) {
       if (s.ref->empty()) continue;
       write_npy((dir / ("reference_" + s.name + ".npy")).string(), DType::f64, s.got->dims(), *s.ref);
-      if ((produced & s.bit) && !(p.pass == Pass::backward_training && s.bit <= kOutInvStd))
-        dump("backend_" + s.name, *s.got);
+      if (produced & s.bit) dump("backend_" + s.name, *s.got);
     }
     std::ofstream(dir / "descriptor.txt") << res.descriptor << "\n";
   }

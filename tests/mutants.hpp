@@ -12,4 +12,9 @@ namespace normcheck::testing {
 /// mutant_swapped_momentum: running ← f·running + (1−f)·batch (Keras momentum read as PyTorch's).
 void register_mutant_backends(BackendRegistry& r);
 
+/// Test-only hook: wraps `inner` and, after every call that writes y, adds `delta` to the f32
+/// element at physical position `index` of y. Proves that a wrong value from any backend (oneDNN
+/// included) is caught and located.
+std::unique_ptr<Backend> perturb_y(std::unique_ptr<Backend> inner, int64_t index, float delta);
+
 }  // namespace normcheck::testing

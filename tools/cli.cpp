@@ -45,6 +45,7 @@ int cmd_list(const BackendRegistry& registry) {
                "             dtypes: {}; layouts: {}\n",
                e.name, b->version(), b->description(), join_names(c.ops), join_names(c.passes),
                join_names(c.dtypes), join_names(c.layouts));
+    for (const auto& n : c.notes) fmt::print("             {}\n", n);
   }
   fmt::print("\nsuites:\n");
   for (const auto& n : builtin_suite_names()) {

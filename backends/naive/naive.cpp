@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/running_stats.hpp"
 #include "normcheck/partition.hpp"
 #include "normcheck/version.hpp"
 
@@ -103,11 +104,8 @@ class Kernel {
         if (a_.running_mean.present() && a_.running_var.present()) {
           T f = static_cast<T>(a_.batch_weight);
           if (flaws_.swapped_momentum) f = T(1) - f;
-          const T vb = a_.running_var_unbiased ? var * T(m) / T(m - 1) : var;
-          T& rm = View<T>(a_.running_mean)[s];
-          T& rv = View<T>(a_.running_var)[s];
-          rm = (T(1) - f) * rm + f * mean;
-          rv = (T(1) - f) * rv + f * vb;
+          update_running_stats(View<T>(a_.running_mean)[s], View<T>(a_.running_var)[s], mean, var, f, m,
+                               a_.running_var_unbiased != 0);
           produced |= kOutRunningMean | kOutRunningVar;
         }
       }
@@ -189,7 +187,8 @@ class NaiveBackend final : public Backend {
     return {{std::begin(kAllOps), std::end(kAllOps)},
             {std::begin(kAllPasses), std::end(kAllPasses)},
             {DType::f32, DType::f64},
-            {Layout::nchw, Layout::nhwc}};
+            {Layout::nchw, Layout::nhwc},
+            {"everything in the data dtype, including the running statistics"}};
   }
   RunResult run(const RunArgs& a) override {
     RunResult r;

@@ -76,6 +76,9 @@ struct RunArgs {
 
 struct RunResult {
   bool ok = true;
+  /// With !ok: the library declined the problem (e.g. oneDNN's `unimplemented`). The case is
+  /// reported UNSUPPORTED with `message`, never a pass or an error.
+  bool unsupported = false;
   std::string message;    ///< the backend's own error text when !ok
   uint32_t produced = 0;  ///< Output bits
 };
@@ -87,6 +90,10 @@ struct Capabilities {
   std::vector<Pass> passes;
   std::vector<DType> dtypes;
   std::vector<Layout> layouts;
+  /// What the backend computes itself and what it leaves to normcheck, one line each, for
+  /// `normcheck list` and reports (e.g. "running statistics: normcheck's arithmetic on oneDNN's
+  /// mean and variance").
+  std::vector<std::string> notes;
 };
 
 class Backend {

@@ -64,6 +64,8 @@ struct Problem {
   int steps = 1;
   Distribution data;
   Special special = Special::none;
+  /// Run in place: y is written over x (forward), dx over dy (backward).
+  bool inplace = false;
   uint64_t seed = 1;
 
   int rank() const { return static_cast<int>(dims.size()); }
