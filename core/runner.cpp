@@ -142,10 +142,9 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     args.mean = saved && part.subtract_mean ? mean.arg() : TensorArg{};
     args.variance = saved ? variance.arg() : TensorArg{};
     args.inv_std = saved ? inv_std.arg() : TensorArg{};
-    args.running_mean = bn && !is_backward(args.pass) ? running_mean.arg()
-                        : bn && p.pass == Pass::backward_inference ? running_mean.arg() : TensorArg{};
-    args.running_var = bn && !is_backward(args.pass) ? running_var.arg()
-                       : bn && p.pass == Pass::backward_inference ? running_var.arg() : TensorArg{};
+    const bool running = bn && args.pass != Pass::backward_training;  // RunArgs documents which
+    args.running_mean = running ? running_mean.arg() : TensorArg{};
+    args.running_var = running ? running_var.arg() : TensorArg{};
     RunResult rr = backend.run(args);
     if (!rr.ok && rr.unsupported)
       return finish(Verdict::unsupported, "unsupported by backend: " + rr.message);
