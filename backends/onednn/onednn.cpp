@@ -78,8 +78,6 @@ class OneDnnBackend final : public Backend {
         "instance_norm: batch_normalization on the (1, N·C, spatial…) view, exact because each "
         "channel of that view is one (n, c) reduction set; gamma/beta repeated per n, dgamma/dbeta "
         "summed over n by normcheck",
-        "layer_norm: oneDNN normalizes the last logical axis; normalized_shape over several dims runs "
-        "on the view that merges them (needs them dense, i.e. NCHW)",
 #if !NORMCHECK_DNNL_HAS_GROUP_NORM
         "group_norm: unsupported before oneDNN 3.3",
 #endif
@@ -87,6 +85,9 @@ class OneDnnBackend final : public Backend {
         "rms_norm: unsupported before oneDNN 3.9 (the rms_norm flag of layer_normalization)",
 #endif
     };
+    if (!blocked_)
+      c.notes.push_back("layer_norm: oneDNN normalizes the last logical axis; normalized_shape over several "
+                        "dims runs on the view that merges them (needs them dense, i.e. NCHW)");
     return c;
   }
 
