@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "normcheck/lowp.hpp"
 #include "normcheck/tensor.hpp"
 
 namespace normcheck {
@@ -20,27 +21,50 @@ constexpr double kRho = 2.0;     // inverse sqrt as correctly rounded sqrt + div
 /// γ_k = k·u/(1 − k·u) (Higham 2002, Lemma 3.1); ∞ when k·u ≥ 1.
 double gamma_k(double k, double u) { return k * u < 1 ? k * u / (1 - k * u) : kInf; }
 
-/// Half an ulp of |v| in dtype t (t's spacing at v's binade; subnormal spacing near zero).
-double half_ulp(DType t, double v) {
-  v = std::fabs(v);
-  if (!std::isfinite(v)) return 0;
-  if (t == DType::f32) {
-    const float f = static_cast<float>(v);
-    return 0.5 * (static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity())) - f);
-  }
-  return 0.5 * (std::nextafter(v, kInf) - v);
-}
-
+/// The bits of v rounded to t, as a signed integer that orders like the values do
+/// (sign-magnitude folded onto two's complement), so that a difference counts ULPs of t.
 int64_t ordered_bits(DType t, double v) {
-  if (t == DType::f32) {
-    const float f = static_cast<float>(v);
-    int32_t i;
-    std::memcpy(&i, &f, 4);
-    return i < 0 ? static_cast<int64_t>(INT32_MIN) - i : i;
+  switch (t) {
+    case DType::f16:
+    case DType::bf16: {
+      uint16_t b;
+      if (t == DType::f16) {
+        const f16 h = static_cast<f16>(v);
+        std::memcpy(&b, &h, 2);
+      } else {
+        b = bf16(static_cast<float>(v)).bits;
+      }
+      const int64_t mag = b & 0x7fff;
+      return (b & 0x8000) ? -mag : mag;
+    }
+    case DType::f32: {
+      const float f = static_cast<float>(v);
+      int32_t i;
+      std::memcpy(&i, &f, 4);
+      return i < 0 ? static_cast<int64_t>(INT32_MIN) - i : i;
+    }
+    case DType::f64: break;
   }
   int64_t i;
   std::memcpy(&i, &v, 8);
   return i < 0 ? INT64_MIN - i : i;
+}
+
+/// Half the spacing of dtype t at |v| (the gap to the next value away from zero; subnormal
+/// spacing near zero). 0 for non-finite v.
+double half_ulp(DType t, double v) {
+  v = std::fabs(v);
+  if (!std::isfinite(v)) return 0;
+  switch (t) {
+    case DType::f16: return 0.5 * std::ldexp(1.0, std::max(std::ilogb(std::fmax(v, 0x1p-14)), -14) - 10);
+    case DType::bf16: return 0.5 * std::ldexp(1.0, std::max(std::ilogb(std::fmax(v, 0x1p-126)), -126) - 7);
+    case DType::f32: {
+      const float f = static_cast<float>(v);
+      return 0.5 * (static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity())) - f);
+    }
+    case DType::f64: break;
+  }
+  return 0.5 * (std::nextafter(v, kInf) - v);
 }
 
 std::vector<int64_t> coords_of(int64_t i, const std::vector<int64_t>& dims) {
@@ -138,8 +162,10 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                            const ReferenceResult& ref) {
   Tolerances t;
+  // u is the roundoff of the arithmetic, not of the storage: f16/bf16 data are computed with f32
+  // accumulation (tolerance-model.md §3.3), and their output rounding is the half-ulp term.
   const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
-  const double u = unit_roundoff(dt);
+  const double u = unit_roundoff(sdt);
   const double m = static_cast<double>(part.set_size);
   const auto sets = set_index(part);
   const std::vector<double>& x = in.batches.back();

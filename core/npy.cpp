@@ -3,17 +3,18 @@
 #include <fstream>
 
 #include "normcheck/error.hpp"
+#include "normcheck/lowp.hpp"
 
 namespace normcheck {
 
 void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>& dims,
                const std::vector<double>& values) {
-  if (dtype != DType::f32 && dtype != DType::f64)
-    throw Error("write_npy: dtype " + std::string(to_string(dtype)) + " is not supported");
+  // NumPy has no bfloat16: bf16 arrays are written as float32, which holds them exactly.
+  if (dtype == DType::bf16) dtype = DType::f32;
   std::string shape = "(";
   for (size_t i = 0; i < dims.size(); ++i) shape += std::to_string(dims[i]) + (dims.size() == 1 || i + 1 < dims.size() ? "," : "");
   shape += ")";
-  std::string header = "{'descr': '" + std::string(dtype == DType::f32 ? "<f4" : "<f8") +
+  std::string header = "{'descr': '" + std::string(dtype == DType::f16 ? "<f2" : dtype == DType::f32 ? "<f4" : "<f8") +
                        "', 'fortran_order': False, 'shape': " + shape + ", }";
   // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64
   // and terminated by '\n' (numpy.lib.format, version 1.0).
@@ -29,7 +30,10 @@ void write_npy(const std::string& path, DType dtype, const std::vector<int64_t>&
   f.write(reinterpret_cast<const char*>(len_le), 2);
   f.write(header.data(), static_cast<std::streamsize>(header.size()));
   for (double v : values) {  // x86-64 and aarch64 are little-endian, as '<' declares
-    if (dtype == DType::f32) {
+    if (dtype == DType::f16) {
+      const f16 h = static_cast<f16>(v);
+      f.write(reinterpret_cast<const char*>(&h), 2);
+    } else if (dtype == DType::f32) {
       const float x = static_cast<float>(v);
       f.write(reinterpret_cast<const char*>(&x), 4);
     } else {

@@ -214,8 +214,6 @@ void validate(const Problem& p) {
     if (d < 1) throw Error("every shape extent must be ≥ 1");
   if (p.numel() > (int64_t(1) << 31))
     throw Error("shape has more than 2^31 elements; this version handles up to 2^31");
-  if (p.dtype == DType::f16 || p.dtype == DType::bf16)
-    throw Error(fmt::format("dtype {} is reserved: this version runs f32 and f64", to_string(p.dtype)));
   if (is_per_row(p.op)) {
     if (p.norm_dims < 1 || p.norm_dims > p.rank() - 1)
       throw Error(fmt::format("norm_dims={} must be between 1 and rank-1 = {}", p.norm_dims, p.rank() - 1));

@@ -235,14 +235,17 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // up to 2·γ_{m+4}·κ1 in units of |gamma| (docs/comparison.md). Above 10% the case cannot tell
   // a right answer from a wrong one in this dtype.
   if (!uses_running_stats(p.pass)) {
-    const double u = unit_roundoff(p.dtype), k = static_cast<double>(part.set_size) + 4;
+    const double u = unit_roundoff(stats_dtype(p.dtype)), k = static_cast<double>(part.set_size) + 4;
     const double shift = k * u < 1 ? 2 * k * u / (1 - k * u) * res.condition_number : HUGE_VAL;
     if (shift > 0.1)
       return finish(Verdict::pass,
                     note + fmt::format("weak check: condition number κ1 = {:.3g} with m = {} lets a correct "
                                 "{} kernel shift x̂ by up to 2·γ_(m+4)·κ1 = {:.2g}, so the tolerance "
                                 "is above 10% of |gamma|",
-                                res.condition_number, part.set_size, to_string(p.dtype), shift));
+                                res.condition_number, part.set_size,
+                                p.dtype == stats_dtype(p.dtype) ? std::string(to_string(p.dtype))
+                                                                : "f32-accumulating " + std::string(to_string(p.dtype)),
+                                shift));
   }
   if (!note.empty()) note.resize(note.size() - 2);  // drop the trailing "; "
   return finish(Verdict::pass, note);

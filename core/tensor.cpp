@@ -3,14 +3,18 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "normcheck/lowp.hpp"
+
 namespace normcheck {
 
 double round_to(DType t, double v) {
   switch (t) {
     case DType::f32: return static_cast<double>(static_cast<float>(v));
     case DType::f64: return v;
-    default: throw Error("round_to: dtype " + std::string(to_string(t)) + " is not supported yet");
+    case DType::f16: return static_cast<double>(static_cast<float>(static_cast<f16>(v)));
+    case DType::bf16: return static_cast<double>(static_cast<float>(bf16(static_cast<float>(v))));
   }
+  return v;
 }
 
 Tensor::Tensor(DType dtype, std::vector<int64_t> dims, Layout layout)
@@ -48,8 +52,10 @@ double Tensor::get(int64_t i) const {
   switch (dtype_) {
     case DType::f32: { float f; std::memcpy(&f, p, 4); return f; }
     case DType::f64: { double d; std::memcpy(&d, p, 8); return d; }
-    default: throw Error("Tensor: dtype " + std::string(to_string(dtype_)) + " is not supported yet");
+    case DType::f16: { f16 h; std::memcpy(&h, p, 2); return static_cast<double>(static_cast<float>(h)); }
+    case DType::bf16: { bf16 b; std::memcpy(&b, p, 2); return static_cast<double>(static_cast<float>(b)); }
   }
+  return 0;
 }
 
 void Tensor::set(int64_t i, double v) {
@@ -57,7 +63,8 @@ void Tensor::set(int64_t i, double v) {
   switch (dtype_) {
     case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
     case DType::f64: std::memcpy(p, &v, 8); return;
-    default: throw Error("Tensor: dtype " + std::string(to_string(dtype_)) + " is not supported yet");
+    case DType::f16: { const f16 h = static_cast<f16>(v); std::memcpy(p, &h, 2); return; }
+    case DType::bf16: { const bf16 b(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
   }
 }
 

@@ -15,6 +15,11 @@ void register_mutant_backends(BackendRegistry& r) {
     f.eps_outside_sqrt = true;
     return make_naive_backend(f, "mutant_eps_outside_sqrt");
   });
+  r.add("mutant_storage_accumulation", "planted bug: sums kept in the data dtype (f16/bf16 accumulator)", [] {
+    NaiveFlaws f;
+    f.storage_accumulation = true;
+    return make_naive_backend(f, "mutant_storage_accumulation");
+  });
   r.add("mutant_swapped_momentum", "planted bug: momentum weights the old running value", [] {
     NaiveFlaws f;
     f.swapped_momentum = true;

@@ -34,7 +34,7 @@ TEST_P(NaiveOnSuite, EveryCasePasses) {
 
 INSTANTIATE_TEST_SUITE_P(Suites, NaiveOnSuite,
                          ::testing::Combine(::testing::Values("smoke", "edge"),
-                                            ::testing::Values(DType::f32, DType::f64)),
+                                            ::testing::Values(DType::f32, DType::f64, DType::f16, DType::bf16)),
                          [](const auto& tp) {
                            return std::get<0>(tp.param) + "_" + std::string(to_string(std::get<1>(tp.param)));
                          });
@@ -104,6 +104,8 @@ INSTANTIATE_TEST_SUITE_P(
         MutantCase{"mutant_unbiased_variance", "group_norm,pass=forward_training,dtype=f32,shape=2x6x2,groups=3", "y"},
         MutantCase{"mutant_eps_outside_sqrt",
                    "layer_norm,pass=forward_training,dtype=f32,shape=4x64,data=normal:0:0.003", "y"},
+        MutantCase{"mutant_storage_accumulation", "layer_norm,pass=forward_training,dtype=f16,shape=3x5x7", "y"},
+        MutantCase{"mutant_storage_accumulation", "batch_norm,pass=forward_training,dtype=bf16,shape=3x5x7x3", "mean"},
         MutantCase{"mutant_swapped_momentum", "batch_norm,pass=forward_training,dtype=f32,shape=4x3x5x5,steps=3",
                    "running_mean"},
         MutantCase{"mutant_swapped_momentum",
@@ -118,10 +120,11 @@ TEST(Mutants, EveryMutantFailsSomeEdgeCaseAndPassesSomeOther) {
   for (const auto& e : reg.entries()) {
     auto b = e.factory();
     int fail = 0, pass = 0;
-    for (const auto& r : run_suite(*b, "edge")) {
-      fail += r.verdict == Verdict::fail;
-      pass += r.verdict == Verdict::pass;
-    }
+    for (DType t : {DType::f32, DType::bf16})
+      for (const auto& r : run_suite(*b, "edge", t)) {
+        fail += r.verdict == Verdict::fail;
+        pass += r.verdict == Verdict::pass;
+      }
     EXPECT_GT(fail, 0) << e.name;
     EXPECT_GT(pass, 0) << e.name << " fails everything: the check would not be specific";
   }

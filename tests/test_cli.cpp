@@ -91,7 +91,7 @@ TEST(Cli, UsageErrorsAreExitTwo) {
   EXPECT_EQ(sh(kBin + " --suite nosuch").exit_code, 2);
   EXPECT_EQ(sh(kBin).exit_code, 2);
   EXPECT_EQ(sh(kBin + " --frobnicate").exit_code, 2);
-  EXPECT_EQ(sh(kBin + " --suite smoke --dtype f16").exit_code, 2);
+  EXPECT_EQ(sh(kBin + " --suite smoke --dtype f128").exit_code, 2);
   EXPECT_EQ(sh(kBin + " --suite smoke --json /nonexistent-dir/x.json").exit_code, 2);
   const auto o = sh(kBin + " --backend nosuch --suite smoke");
   EXPECT_NE(o.output.find("unknown backend 'nosuch'; known: naive"), std::string::npos) << o.output;

@@ -97,7 +97,6 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"batch_norm,shape=2x3,shape=2x3", "shape given twice"},
         BadCase{"batch_norm,shape=2x3,pass=sideways", "unknown pass 'sideways'"},
         BadCase{"batch_norm,shape=2x3,dtype=f128", "unknown dtype 'f128'"},
-        BadCase{"batch_norm,shape=2x3,dtype=f16", "reserved"},
         BadCase{"group_norm,shape=2x6x4", "groups=0 must be"},
         BadCase{"group_norm,shape=2x6x4,groups=4", "divide C = 6"},
         BadCase{"layer_norm,shape=2x6x4,groups=2", "groups applies to group_norm only"},

@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <map>
+#include <optional>
 
 #include "mutants.hpp"
 #include "normcheck/data.hpp"
@@ -13,27 +14,42 @@
 namespace normcheck {
 namespace {
 
-/// Cases where oneDNN disagrees with the reference, per library version, with the reason.
-/// Empty for the versions tested so far; a new disagreement fails the test until it is
-/// understood and listed here (and reported upstream).
-const std::map<std::string, std::string> kKnownDisagreements = {};
+int library_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return v->major * 100 + v->minor;
+}
+
+/// Where oneDNN disagrees with the reference, and why: the tensor that is wrong and the cause.
+/// A disagreement not listed here fails the test until it is understood and listed.
+struct Disagreement {
+  std::string tensor, why;
+};
+std::optional<Disagreement> known_disagreement(const Problem& p) {
+  // oneDNN < 3.9 ref_group_normalization backward: dx subtracts per-channel sums of dy and
+  // dy·x̂ over the whole batch instead of per-(n, group) sums of γ·dy (uxlfoundation/oneDNN#3543,
+  // fixed by PR #3615 in July 2025). Right only when N = 1 and groups = C.
+  if (p.op == Op::group_norm && p.pass == Pass::backward_training && library_version() < 309 &&
+      !(p.dims[0] == 1 && p.groups == p.channels()))
+    return Disagreement{"dx", "oneDNN#3543: group_normalization backward dx uses batch-wide per-channel sums"};
+  return std::nullopt;
+}
 
 bool library_has(Op op) {
-  const dnnl_version_t* v = dnnl_version();
-  const int ver = v->major * 100 + v->minor;
+  const int ver = library_version();
   if (op == Op::group_norm) return ver >= 303;
   if (op == Op::rms_norm) return ver >= 309;
   return true;
 }
 
-class OneDnnOnSuite : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
+class OneDnnOnSuite : public ::testing::TestWithParam<std::tuple<std::string, bool, DType>> {};
 
 TEST_P(OneDnnOnSuite, EveryResultIsAPassAKnownDisagreementOrAReasonedUnsupported) {
-  const auto& [suite, blocked] = GetParam();
+  const auto& [suite, blocked, dtype] = GetParam();
   auto b = make_onednn_backend(blocked);
   int ran = 0;
   for (const auto& c : load_suite(suite).cases) {
-    const Problem p = parse_descriptor(c.descriptor);
+    Problem p = parse_descriptor(c.descriptor);
+    p.dtype = dtype;
     const CaseResult r = run_case(*b, p, {});
     SCOPED_TRACE(r.descriptor + ": " + r.reason);
     EXPECT_NE(r.verdict, Verdict::error);
@@ -47,17 +63,30 @@ TEST_P(OneDnnOnSuite, EveryResultIsAPassAKnownDisagreementOrAReasonedUnsupported
       continue;
     }
     ++ran;
-    if (r.verdict == Verdict::fail) {
-      EXPECT_TRUE(kKnownDisagreements.count(r.descriptor)) << "new disagreement";
+    const auto known = known_disagreement(p);
+    if (!known) {
+      EXPECT_EQ(r.verdict, Verdict::pass) << "new disagreement";
+      continue;
     }
+    // A known bug must show exactly where it is said to: that tensor fails, the others pass.
+    EXPECT_EQ(r.verdict, Verdict::fail) << known->why << " no longer reproduces: update the list";
+    for (const auto& t : r.tensors) EXPECT_EQ(t.pass, t.name != known->tensor) << t.name << ": " << known->why;
   }
-  EXPECT_GT(ran, 0);  // which cases must run is checked case by case above
+  // Which f32 cases must run is checked case by case above; f16/bf16 run where the library and
+  // CPU implement them, else they are UNSUPPORTED with oneDNN's message (checked non-empty).
+  if (dtype == DType::f32) {
+    EXPECT_GT(ran, 0);
+  }
+  std::printf("[ info     ] %s %s %s: %d cases ran\n", suite.c_str(), blocked ? "blocked" : "plain",
+              std::string(to_string(dtype)).c_str(), ran);
 }
 
 INSTANTIATE_TEST_SUITE_P(Suites, OneDnnOnSuite,
-                         ::testing::Combine(::testing::Values("smoke", "edge"), ::testing::Bool()),
+                         ::testing::Combine(::testing::Values("smoke", "edge"), ::testing::Bool(),
+                                            ::testing::Values(DType::f32, DType::bf16, DType::f16)),
                          [](const auto& tp) {
-                           return std::get<0>(tp.param) + (std::get<1>(tp.param) ? "_blocked" : "_plain");
+                           return std::get<0>(tp.param) + (std::get<1>(tp.param) ? "_blocked_" : "_plain_") +
+                                  std::string(to_string(std::get<2>(tp.param)));
                          });
 
 TEST(OneDnn, AWrongOutputElementIsCaught) {
@@ -69,6 +98,15 @@ TEST(OneDnn, AWrongOutputElementIsCaught) {
     EXPECT_EQ(r.tensors[0].over_tolerance, 1) << d;
     EXPECT_EQ(r.tensors[0].worst.index, 5) << d;
   }
+}
+
+TEST(OneDnn, GroupNormBackwardControlCaseOfTheKnownBugPasses) {
+  if (library_version() < 303) GTEST_SKIP() << "group_normalization needs oneDNN ≥ 3.3";
+  // With N = 1 and groups = C, batch-wide per-channel sums are per-(n, group) sums: the
+  // diagnosis of oneDNN#3543 predicts this case right, and it is.
+  auto b = make_onednn_backend();
+  const auto r = run_case(*b, parse_descriptor("group_norm,shape=1x4x5,groups=4,pass=backward_training"), {});
+  EXPECT_EQ(r.verdict, Verdict::pass) << r.reason;
 }
 
 TEST(OneDnn, SavesMeanAndVarianceNotInvStd) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/running_stats.hpp"
+#include "normcheck/lowp.hpp"
 #include "normcheck/partition.hpp"
 #include "normcheck/version.hpp"
 
@@ -30,7 +31,9 @@ struct View {
   }
 };
 
-template <class T>
+/// S: storage type of the data tensors (x, y, dy, dx); T: arithmetic and statistics type
+/// (float for f16/bf16 data: f32 accumulation).
+template <class S, class T>
 class Kernel {
  public:
   Kernel(const RunArgs& a, const NaiveFlaws& flaws) : a_(a), flaws_(flaws) {
@@ -59,6 +62,11 @@ class Kernel {
   T beta(int64_t i) const {
     return a_.beta.present() ? View<T>(a_.beta)[part_.affine_of[i]] : T(0);
   }
+  /// sum += v, in T, or rounded to the storage type when the flaw says so.
+  void accumulate(T& sum, T v) const {
+    sum += v;
+    if (flaws_.storage_accumulation) sum = T(S(sum));
+  }
   T inv_std_of(T var, T eps, int64_t m) const {
     if (flaws_.unbiased_normalization && m > 1) var = var * T(m) / T(m - 1);
     if (flaws_.eps_outside_sqrt) return T(1) / (std::sqrt(var) + eps);
@@ -66,7 +74,7 @@ class Kernel {
   }
 
   uint32_t forward(bool inference) {
-    View<T> x(a_.x), y(a_.y);
+    View<S> x(a_.x), y(a_.y);
     const T eps = static_cast<T>(a_.eps);
     const int64_t m = part_.set_size;
     uint32_t produced = kOutY;
@@ -79,13 +87,13 @@ class Kernel {
       } else {
         if (part_.subtract_mean) {
           T sum = 0;
-          for (int64_t k = 0; k < m; ++k) sum += x[idx[k]];
+          for (int64_t k = 0; k < m; ++k) accumulate(sum, T(x[idx[k]]));
           mean = sum / T(m);
         }
         T ss = 0;
         for (int64_t k = 0; k < m; ++k) {
-          const T d = x[idx[k]] - mean;
-          ss += d * d;
+          const T d = T(x[idx[k]]) - mean;
+          accumulate(ss, d * d);
         }
         var = ss / T(m);
         r = inv_std_of(var, eps, m);
@@ -111,14 +119,14 @@ class Kernel {
       }
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx[k];
-        y[i] = gamma(i) * ((x[i] - mean) * r) + beta(i);
+        y[i] = S(gamma(i) * ((T(x[i]) - mean) * r) + beta(i));
       }
     }
     return produced;
   }
 
   uint32_t backward() {
-    View<T> x(a_.x), dy(a_.dy), dx(a_.dx);
+    View<S> x(a_.x), dy(a_.dy), dx(a_.dx);
     const T eps = static_cast<T>(a_.eps);
     const bool global = a_.pass == Pass::backward_inference;
     const int64_t m = part_.set_size;
@@ -136,23 +144,23 @@ class Kernel {
       T sum_g = 0, sum_gx = 0;
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx[k];
-        const T xh = (x[i] - mean) * r;
-        const T g = dy[i] * gamma(i);
+        const T xh = (T(x[i]) - mean) * r;
+        const T g = T(dy[i]) * gamma(i);
         sum_g += g;
         sum_gx += g * xh;
-        dgamma[part_.affine_of[i]] += dy[i] * xh;
-        dbeta[part_.affine_of[i]] += dy[i];
+        dgamma[part_.affine_of[i]] += T(dy[i]) * xh;
+        dbeta[part_.affine_of[i]] += T(dy[i]);
       }
       const T a = part_.subtract_mean ? sum_g / T(m) : T(0);
       const T b = sum_gx / T(m);
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx[k];
-        const T g = dy[i] * gamma(i);
+        const T g = T(dy[i]) * gamma(i);
         if (global) {
-          dx[i] = r * g;
+          dx[i] = S(r * g);
         } else {
-          const T xh = (x[i] - mean) * r;
-          dx[i] = r * (g - a - xh * b);
+          const T xh = (T(x[i]) - mean) * r;
+          dx[i] = S(r * (g - a - xh * b));
         }
       }
     }
@@ -181,20 +189,25 @@ class NaiveBackend final : public Backend {
   std::string name() const override { return name_; }
   std::string version() const override { return std::string("normcheck ") + kVersion; }
   std::string description() const override {
-    return "textbook two-pass normalization, recursive sums in the data dtype (f32, f64)";
+    return "textbook two-pass normalization, recursive sums in f32 (f32, f16, bf16 data) or f64";
   }
   Capabilities capabilities() const override {
     return {{std::begin(kAllOps), std::end(kAllOps)},
             {std::begin(kAllPasses), std::end(kAllPasses)},
-            {DType::f32, DType::f64},
+            {DType::f32, DType::f64, DType::f16, DType::bf16},
             {Layout::nchw, Layout::nhwc},
-            {"everything in the data dtype, including the running statistics"}};
+            {"f32 and f64: everything in the data dtype, including the running statistics",
+             "f16 and bf16: stored in 16 bits, computed and accumulated in f32, statistics in f32"}};
   }
   RunResult run(const RunArgs& a) override {
     RunResult r;
     try {
-      r.produced = a.x.dtype == DType::f64 ? Kernel<double>(a, flaws_).run()
-                                           : Kernel<float>(a, flaws_).run();
+      switch (a.x.dtype) {
+        case DType::f64: r.produced = Kernel<double, double>(a, flaws_).run(); break;
+        case DType::f32: r.produced = Kernel<float, float>(a, flaws_).run(); break;
+        case DType::f16: r.produced = Kernel<f16, float>(a, flaws_).run(); break;
+        case DType::bf16: r.produced = Kernel<bf16, float>(a, flaws_).run(); break;
+      }
     } catch (const std::exception& e) {
       r.ok = false;
       r.message = e.what();

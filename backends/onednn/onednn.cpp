@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_map>
 #include <cstring>
 #include <vector>
 
@@ -19,6 +20,14 @@ using dnnl::prop_kind;
 using dims_t = memory::dims;
 
 constexpr auto f32 = memory::data_type::f32;
+
+memory::data_type data_type_of(DType t) {
+  switch (t) {
+    case DType::f16: return memory::data_type::f16;
+    case DType::bf16: return memory::data_type::bf16;
+    default: return memory::data_type::f32;
+  }
+}
 
 dims_t dims_of(const TensorArg& t) { return dims_t(t.dims, t.dims + t.rank); }
 dims_t strides_of(const TensorArg& t) { return dims_t(t.strides, t.strides + t.rank); }
@@ -38,7 +47,9 @@ memory::format_tag blocked_tag(int rank) {
 /// elements. Instance norm and multi-dim layer norm use reshaped views (see notes()).
 struct DataView {
   dims_t dims, strides;
-  memory::desc md() const { return memory::desc(dims, f32, strides); }
+  memory::data_type dt = memory::data_type::f32;
+  memory::desc md() const { return memory::desc(dims, dt, strides); }
+  memory::desc blocked_md() const { return memory::desc(dims, dt, blocked_tag(static_cast<int>(dims.size()))); }
 };
 
 class OneDnnBackend final : public Backend {
@@ -69,7 +80,9 @@ class OneDnnBackend final : public Backend {
     if (!blocked_) c.ops.push_back(Op::rms_norm);
 #endif
     c.passes = {std::begin(kAllPasses), std::end(kAllPasses)};
-    c.dtypes = {DType::f32};
+    // f16/bf16 run where this library and CPU implement them; otherwise the case is UNSUPPORTED
+    // with oneDNN's own `unimplemented` message.
+    c.dtypes = {DType::f32, DType::bf16, DType::f16};
     c.layouts = {Layout::nchw, Layout::nhwc};
     c.notes = {
         "saves mean and biased variance (not inv_std); backward reads mean and variance",
@@ -145,7 +158,7 @@ class OneDnnBackend final : public Backend {
       s.prim = s.user;
       return s;
     }
-    s.prim = memory(memory::desc(v.dims, f32, blocked_tag(static_cast<int>(v.dims.size()))), eng_);
+    s.prim = memory(v.blocked_md(), eng_);
     if (input) dnnl::reorder(s.user, s.prim).execute(strm_, s.user, s.prim);
     return s;
   }
@@ -153,7 +166,7 @@ class OneDnnBackend final : public Backend {
     if (blocked_) dnnl::reorder(s.prim, s.user).execute(strm_, s.prim, s.user);
   }
 
-  static DataView view_of(const TensorArg& t) { return {dims_of(t), strides_of(t)}; }
+  static DataView view_of(const TensorArg& t) { return {dims_of(t), strides_of(t), data_type_of(t.dtype)}; }
 
   /// batch_norm directly; instance_norm as batch_norm on the (1, N·C, spatial…) view.
   uint32_t run_batch_norm(const RunArgs& a) {
@@ -194,8 +207,7 @@ class OneDnnBackend final : public Backend {
       std::memcpy(mean.data(), a.mean.data, channels * sizeof(float));
       std::memcpy(var.data(), a.variance.data, channels * sizeof(float));
     }
-    const memory::desc data_md = blocked_ ? memory::desc(v.dims, f32, blocked_tag(static_cast<int>(v.dims.size())))
-                                          : v.md();
+    const memory::desc data_md = blocked_ ? v.blocked_md() : v.md();
     const prop_kind fwd_prop = a.pass == Pass::forward_inference ? prop_kind::forward_inference
                                                                  : prop_kind::forward_training;
     auto fwd_pd = compat::bn_forward(eng_, fwd_prop, data_md, static_cast<float>(a.eps), flags);
@@ -224,17 +236,17 @@ class OneDnnBackend final : public Backend {
       return produced;
     }
 
-    // oneDNN 2.x backward also reads SHIFT when use_shift is set (found by querying
-    // exec_arg_md), though the gradient does not depend on it: it is passed in every version.
     const prop_kind bwd_prop = a.affine ? prop_kind::backward : prop_kind::backward_data;
     auto bwd_pd = compat::bn_backward(eng_, bwd_prop, data_md, data_md, static_cast<float>(a.eps), flags, fwd_pd);
     std::vector<float> dscale(channels), dshift(channels);
     memory dscale_m(dense_1d(channels), eng_, dscale.data()), dshift_m(dense_1d(channels), eng_, dshift.data());
     Staged x = stage(v, a.x.data, true), dy = stage(v, a.dy.data, true), dx = stage(v, a.dx.data, false);
-    dnnl::batch_normalization_backward(bwd_pd).execute(
-        strm_, {{DNNL_ARG_SRC, x.prim}, {DNNL_ARG_DIFF_DST, dy.prim}, {DNNL_ARG_MEAN, mean_m},
-                {DNNL_ARG_VARIANCE, var_m}, {DNNL_ARG_SCALE, scale_m}, {DNNL_ARG_SHIFT, shift_m}, {DNNL_ARG_DIFF_SRC, dx.prim},
-                {DNNL_ARG_DIFF_SCALE, dscale_m}, {DNNL_ARG_DIFF_SHIFT, dshift_m}});
+    std::unordered_map<int, memory> bwd_args = {
+        {DNNL_ARG_SRC, x.prim},         {DNNL_ARG_DIFF_DST, dy.prim},     {DNNL_ARG_MEAN, mean_m},
+        {DNNL_ARG_VARIANCE, var_m},     {DNNL_ARG_SCALE, scale_m},        {DNNL_ARG_DIFF_SRC, dx.prim},
+        {DNNL_ARG_DIFF_SCALE, dscale_m}, {DNNL_ARG_DIFF_SHIFT, dshift_m}};
+    compat::add_shift_if_counted(bwd_pd, bwd_args, shift_m);
+    dnnl::batch_normalization_backward(bwd_pd).execute(strm_, bwd_args);
     strm_.wait();
     unstage(dx);
     uint32_t produced = kOutDx;
@@ -256,6 +268,7 @@ class OneDnnBackend final : public Backend {
   uint32_t run_layer_norm(const RunArgs& a) {
     // Merge the normalized_shape into the last axis (dense in logical order; checked up front).
     DataView v;
+    v.dt = data_type_of(a.x.dtype);
     const int lead = a.rank - a.norm_dims;
     int64_t inner = 1;
     for (int d = lead; d < a.rank; ++d) inner *= a.dims[d];
@@ -311,10 +324,12 @@ class OneDnnBackend final : public Backend {
     std::vector<float> dscale(inner), dshift(inner);
     memory dscale_m(dense_1d(inner), eng_, dscale.data()), dshift_m(dense_1d(inner), eng_, dshift.data());
     memory dy(v.md(), eng_, a.dy.data), dx(v.md(), eng_, a.dx.data);
-    dnnl::layer_normalization_backward(bwd_pd).execute(
-        strm_, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_MEAN, mean_m}, {DNNL_ARG_VARIANCE, var_m},
-                {DNNL_ARG_SCALE, scale_m}, {DNNL_ARG_SHIFT, shift_m}, {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_DIFF_SCALE, dscale_m},
-                {DNNL_ARG_DIFF_SHIFT, dshift_m}});
+    std::unordered_map<int, memory> bwd_args = {
+        {DNNL_ARG_SRC, x},         {DNNL_ARG_DIFF_DST, dy},         {DNNL_ARG_MEAN, mean_m},
+        {DNNL_ARG_VARIANCE, var_m}, {DNNL_ARG_SCALE, scale_m},       {DNNL_ARG_DIFF_SRC, dx},
+        {DNNL_ARG_DIFF_SCALE, dscale_m}, {DNNL_ARG_DIFF_SHIFT, dshift_m}};
+    compat::add_shift_if_counted(bwd_pd, bwd_args, shift_m);
+    dnnl::layer_normalization_backward(bwd_pd).execute(strm_, bwd_args);
     strm_.wait();
     uint32_t produced = kOutDx;
     if (a.affine) {
@@ -332,8 +347,7 @@ class OneDnnBackend final : public Backend {
 #if NORMCHECK_DNNL_HAS_GROUP_NORM
     const DataView v = view_of(a.x);
     const int64_t n = a.dims[0], c = a.dims[1], g = a.groups;
-    const memory::desc data_md = blocked_ ? memory::desc(v.dims, f32, blocked_tag(static_cast<int>(v.dims.size())))
-                                          : v.md();
+    const memory::desc data_md = blocked_ ? v.blocked_md() : v.md();
     normalization_flags flags = normalization_flags::none;
     if (a.affine) flags = flags | normalization_flags::use_scale | normalization_flags::use_shift;
     std::vector<float> scale(c, 1.f), shift(c, 0.f), mean(n * g), var(n * g);
@@ -363,7 +377,7 @@ class OneDnnBackend final : public Backend {
     Staged x = stage(v, a.x.data, true), dy = stage(v, a.dy.data, true), dx = stage(v, a.dx.data, false);
     dnnl::group_normalization_backward(bwd_pd).execute(
         strm_, {{DNNL_ARG_SRC, x.prim}, {DNNL_ARG_DIFF_DST, dy.prim}, {DNNL_ARG_MEAN, mean_m},
-                {DNNL_ARG_VARIANCE, var_m}, {DNNL_ARG_SCALE, scale_m}, {DNNL_ARG_SHIFT, shift_m}, {DNNL_ARG_DIFF_SRC, dx.prim},
+                {DNNL_ARG_VARIANCE, var_m}, {DNNL_ARG_SCALE, scale_m}, {DNNL_ARG_DIFF_SRC, dx.prim},
                 {DNNL_ARG_DIFF_SCALE, dg_m}, {DNNL_ARG_DIFF_SHIFT, db_m}});
     strm_.wait();
     unstage(dx);

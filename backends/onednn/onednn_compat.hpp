@@ -8,6 +8,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/dnnl/dnnl_version.h>
 
+#include <unordered_map>
+
 #define NORMCHECK_DNNL_AT_LEAST(major, minor) \
   (DNNL_VERSION_MAJOR > (major) || (DNNL_VERSION_MAJOR == (major) && DNNL_VERSION_MINOR >= (minor)))
 
@@ -15,6 +17,7 @@
 #define NORMCHECK_DNNL_HAS_RMS_NORM NORMCHECK_DNNL_AT_LEAST(3, 9)
 
 namespace normcheck::onednn_compat {
+
 
 using dnnl::batch_normalization_backward;
 using dnnl::batch_normalization_forward;
@@ -81,6 +84,21 @@ inline dnnl::group_normalization_backward::primitive_desc gn_backward(
   return {e, prop, diff, diff, src, groups, eps, flags, hint};
 }
 #endif
+
+/// Backward with use_shift: whether SHIFT is an input differs by primitive and version (2.6.3
+/// batch and layer norm require it; 3.7.2 layer norm requires it, batch norm refuses it with
+/// "bad number of inputs (expected 5 got 6)"; exec_arg_md lists it either way). So ask the
+/// primitive how many inputs it counts, and add SHIFT when it expects one more than given.
+template <class PD>
+void add_shift_if_counted(const PD& pd, std::unordered_map<int, memory>& args, const memory& shift) {
+  int given = 0;
+  for (const auto& kv : args)
+    if (kv.first == DNNL_ARG_SRC || kv.first == DNNL_ARG_DIFF_DST || kv.first == DNNL_ARG_MEAN ||
+        kv.first == DNNL_ARG_VARIANCE || kv.first == DNNL_ARG_SCALE)
+      ++given;
+  if (dnnl_primitive_desc_query_s32(pd.get(), dnnl_query_num_of_inputs_s32, 0) > given)
+    args.insert({DNNL_ARG_SHIFT, shift});
+}
 
 /// Name of the CPU ISA the library dispatches to (dnnl::get_effective_cpu_isa()).
 inline const char* effective_isa() {

@@ -30,7 +30,8 @@ enum class Pass : int32_t {
                            ///< (oneDNN use_global_stats; batch_norm only).
 };
 
-/// Element type of the data tensors (x, y, dy, dx). f16/bf16 are reserved for a later version.
+/// Element type of the data tensors (x, y, dy, dx). For f16/bf16 data, statistics and gamma/beta
+/// are f32 (stats_dtype) and the comparison assumes f32 accumulation (docs/comparison.md).
 enum class DType : int32_t { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
 
 /// Physical order of the data tensors. Logical order is always N, C, spatial...
