@@ -127,7 +127,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       ->capture_default_str();
   app.add_option("--suite,-s", suites, "built-in suite name or path to a suite file (repeatable)");
   app.add_option("--case,-c", cases, "one case descriptor (repeatable); see docs/descriptor.md");
-  app.add_option("--dtype", dtype_override, "run every case in this dtype instead (f32, f64)");
+  app.add_option("--dtype", dtype_override, "run every case in this dtype instead (f32, f64, f16, bf16)");
   app.add_option("--json", json_path, "write the JSON report here");
   app.add_option("--junit", junit_path, "write JUnit XML here");
   app.add_option("--report", md_path, "write the Markdown summary here");
