@@ -22,6 +22,9 @@ std::string_view to_string(Verdict v) {
     case Verdict::fail: return "FAIL";
     case Verdict::unsupported: return "UNSUPPORTED";
     case Verdict::error: return "ERROR";
+    case Verdict::crash: return "CRASH";
+    case Verdict::timeout: return "TIMEOUT";
+    case Verdict::overrun: return "OVERRUN";
   }
   return "?";
 }
@@ -148,6 +151,12 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     RunResult rr = backend.run(args);
     if (!rr.ok && rr.unsupported)
       return finish(Verdict::unsupported, "unsupported by backend: " + rr.message);
+    if (!rr.ok && rr.fault != RunResult::Fault::none) {
+      const Verdict v = rr.fault == RunResult::Fault::crash   ? Verdict::crash
+                        : rr.fault == RunResult::Fault::timeout ? Verdict::timeout
+                                                                : Verdict::overrun;
+      return finish(v, fmt::format("call {} of {} ({}): {}", k + 1, calls, to_string(args.pass), rr.message));
+    }
     if (!rr.ok)
       return finish(Verdict::error, fmt::format("backend error on call {} of {} ({}): {}", k + 1,
                                                 calls, to_string(args.pass), rr.message));

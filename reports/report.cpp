@@ -74,16 +74,21 @@ const TensorComparison* worst_tensor(const CaseResult& c) {
 
 }  // namespace
 
+void Tally::add(Verdict v) {
+  switch (v) {
+    case Verdict::pass: ++pass; break;
+    case Verdict::fail: ++fail; break;
+    case Verdict::unsupported: ++unsupported; break;
+    case Verdict::error:
+    case Verdict::crash:
+    case Verdict::timeout:
+    case Verdict::overrun: ++error; break;
+  }
+}
+
 Tally tally(const std::vector<CaseResult>& cases) {
   Tally t;
-  for (const auto& c : cases) {
-    switch (c.verdict) {
-      case Verdict::pass: ++t.pass; break;
-      case Verdict::fail: ++t.fail; break;
-      case Verdict::unsupported: ++t.unsupported; break;
-      case Verdict::error: ++t.error; break;
-    }
-  }
+  for (const auto& c : cases) t.add(c.verdict);
   return t;
 }
 
@@ -206,7 +211,11 @@ void write_junit(const RunReport& r, const std::string& path) {
                          xml_escape(c.reason), xml_escape(body));
         break;
       case Verdict::error:
-        x += fmt::format(">\n      <error type=\"backend_error\" message=\"{}\">{}</error>\n    </testcase>\n",
+      case Verdict::crash:
+      case Verdict::timeout:
+      case Verdict::overrun:
+        x += fmt::format(">\n      <error type=\"{}\" message=\"{}\">{}</error>\n    </testcase>\n",
+                         c.verdict == Verdict::error ? "backend_error" : to_string(c.verdict),
                          xml_escape(c.reason), xml_escape(body));
         break;
       case Verdict::unsupported:
@@ -240,9 +249,7 @@ std::string to_markdown(const RunReport& r) {
     Tally g;
     double worst = 0;
     for (const auto* c : list) {
-      std::vector<CaseResult> one{*c};
-      const Tally o = tally(one);
-      g.pass += o.pass, g.fail += o.fail, g.unsupported += o.unsupported, g.error += o.error;
+      g.add(c->verdict);
       if (const auto* w = worst_tensor(*c)) worst = std::fmax(worst, w->worst_ratio);
     }
     md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", to_string(static_cast<Op>(key.first)),

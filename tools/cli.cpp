@@ -13,6 +13,7 @@
 #include <map>
 
 #include "normcheck/data.hpp"
+#include "plugin/plugin_backend.hpp"
 #include "normcheck/report.hpp"
 #include "normcheck/version.hpp"
 
@@ -73,6 +74,9 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
       return;
     case Verdict::fail:
     case Verdict::error:
+    case Verdict::crash:
+    case Verdict::timeout:
+    case Verdict::overrun:
       fmt::print("{:<5} {}\n", to_string(c.verdict), c.descriptor);
       if (!c.note.empty()) fmt::print("      expected: {}\n", c.note);
       fmt::print("      {}\n", c.reason);
@@ -84,15 +88,8 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
 
 void print_summary(const std::vector<CaseResult>& cases) {
   std::map<std::pair<int, int>, Tally> groups;
-  for (const auto& c : cases) {
-    Tally& t = groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}];
-    switch (c.verdict) {
-      case Verdict::pass: ++t.pass; break;
-      case Verdict::fail: ++t.fail; break;
-      case Verdict::unsupported: ++t.unsupported; break;
-      case Verdict::error: ++t.error; break;
-    }
-  }
+  for (const auto& c : cases)
+    groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}].add(c.verdict);
   fmt::print("\n{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", "op", "pass", "cases", "pass", "fail",
              "unsup", "error");
   for (const auto& [k, t] : groups)
@@ -115,16 +112,25 @@ void check_writable(const std::string& path) {
 int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   CLI::App app{"normcheck: a correctness oracle for normalization layers (BatchNorm, LayerNorm, "
                "InstanceNorm, GroupNorm, RMSNorm).\nExit codes: 0 all pass, 1 any FAIL or ERROR, "
-               "2 usage or setup error, 3 internal error, 130 interrupted.",
+               "2 usage or setup error (including a plugin that cannot be loaded), 3 internal error, 130 interrupted.\n"
+               "Plugins: every call runs in a forked child; CRASH, TIMEOUT and OVERRUN count as errors (exit 1).",
                "normcheck"};
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);
   std::string backend_name = "naive";
   std::vector<std::string> suites, cases;
   std::string dtype_override, json_path, junit_path, md_path, dump_dir;
   int reference_bits = 128;
-  bool quiet = false;
-  app.add_option("--backend,-b", backend_name, "backend to test (see `normcheck list`)")
+  double timeout = 60;
+  bool quiet = false, in_process = false;
+  app.add_option("--backend,-b", backend_name,
+                 "backend to test: a built-in name (see `normcheck list`), a plugin PATH.so, or a plugin "
+                 "name found on NORMCHECK_PLUGIN_PATH")
       ->capture_default_str();
+  app.add_option("--timeout", timeout, "plugin backends: seconds one call may take before it is killed")
+      ->capture_default_str();
+  app.add_flag("--in-process", in_process,
+               "plugin backends: call the plugin in normcheck's own process (to debug it under gdb); "
+               "a crash then ends normcheck");
   app.add_option("--suite,-s", suites, "built-in suite name or path to a suite file (repeatable)");
   app.add_option("--case,-c", cases, "one case descriptor (repeatable); see docs/descriptor.md");
   app.add_option("--dtype", dtype_override, "run every case in this dtype instead (f32, f64, f16, bf16)");
@@ -175,7 +181,13 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
         validate(pl.problem);
       }
     }
-    auto backend = registry.create(backend_name);
+    std::unique_ptr<Backend> backend;
+    if (!looks_like_plugin(backend_name)) {
+      for (const auto& e : registry.entries())
+        if (e.name == backend_name) backend = e.factory();
+    }
+    if (!backend) backend = load_plugin(backend_name, timeout, !in_process);
+    if (!backend) backend = registry.create(backend_name);  // throws: unknown backend, known names
     check_writable(json_path);
     check_writable(junit_path);
     check_writable(md_path);
@@ -217,7 +229,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       CaseResult c = run_case(*backend, plan[i].problem, opt);
       c.note = plan[i].note;
       if (tty) fmt::print(stderr, "\r\033[K");
-      if (!quiet || c.verdict == Verdict::fail || c.verdict == Verdict::error)
+      if (!quiet || (c.verdict != Verdict::pass && c.verdict != Verdict::unsupported))
         print_case_outcome(c, backend_name);
       std::fflush(stdout);
       report.cases.push_back(std::move(c));

@@ -79,6 +79,9 @@ struct RunResult {
   /// With !ok: the library declined the problem (e.g. oneDNN's `unimplemented`). The case is
   /// reported UNSUPPORTED with `message`, never a pass or an error.
   bool unsupported = false;
+  /// With !ok: how an isolated call (a plugin in a child process) went wrong.
+  enum class Fault { none, crash, timeout, overrun };
+  Fault fault = Fault::none;
   std::string message;    ///< the backend's own error text when !ok
   uint32_t produced = 0;  ///< Output bits
 };

@@ -24,9 +24,11 @@ struct RunReport {
 };
 
 /// Counts per verdict.
+/// Counts per verdict; `error` counts ERROR, CRASH, TIMEOUT and OVERRUN together.
 struct Tally {
   int pass = 0, fail = 0, unsupported = 0, error = 0;
   int total() const { return pass + fail + unsupported + error; }
+  void add(Verdict v);
 };
 Tally tally(const std::vector<CaseResult>& cases);
 

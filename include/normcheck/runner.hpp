@@ -10,7 +10,10 @@
 
 namespace normcheck {
 
-enum class Verdict { pass, fail, unsupported, error };
+/// pass/fail: compared. unsupported: the backend declined, with its reason. error: the backend
+/// returned an error. crash/timeout/overrun: an isolated plugin call died of a signal, ran past
+/// its time limit, or wrote outside its output buffers (docs/plugins.md).
+enum class Verdict { pass, fail, unsupported, error, crash, timeout, overrun };
 std::string_view to_string(Verdict);
 
 struct CaseResult {
