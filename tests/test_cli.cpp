@@ -1,5 +1,7 @@
 // The normcheck command end to end: exit codes, reproducers, report files.
 #include <gtest/gtest.h>
+
+#include "shell.hpp"
 #include <sys/wait.h>
 
 #include <array>
@@ -15,22 +17,7 @@
 
 namespace {
 
-struct Outcome {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
-
-Outcome sh(const std::string& cmd) {
-  Outcome o{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.output.append(buf.data(), n);
-  const int status = pclose(p);
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return o;
-}
+using normcheck::testing::sh;
 
 std::string slurp(const std::filesystem::path& p) {
   std::ifstream f(p);

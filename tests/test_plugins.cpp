@@ -1,6 +1,8 @@
 // Plugins through the C ABI: the example passes like the same code called in process, and each
 // misbehaving plugin gets its documented outcome without taking normcheck down.
 #include <gtest/gtest.h>
+
+#include "shell.hpp"
 #include <sys/wait.h>
 
 #include <array>
@@ -17,22 +19,7 @@
 namespace normcheck {
 namespace {
 
-struct Outcome {
-  int exit_code;
-  std::string output;
-};
-
-Outcome sh(const std::string& cmd) {
-  Outcome o{-1, ""};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return o;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.output.append(buf.data(), n);
-  const int status = pclose(p);
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return o;
-}
+using normcheck::testing::sh;
 
 const std::string kBin = NORMCHECK_BIN;
 const std::string kExample = NORMCHECK_EXAMPLE_PLUGIN;

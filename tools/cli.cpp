@@ -10,7 +10,9 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <map>
+#include <tuple>
 
 #include "normcheck/data.hpp"
 #include "plugin/plugin_backend.hpp"
@@ -63,6 +65,11 @@ int cmd_list(const BackendRegistry& registry) {
 }
 
 void print_case_outcome(const CaseResult& c, const std::string& backend) {
+  if (!c.known_failure.empty() && is_failure(c.verdict)) {
+    fmt::print("KNOWN {} {}\n      known failure: {}\n      {}\n", to_string(c.verdict), c.descriptor,
+               c.known_failure, c.reason);
+    return;
+  }
   switch (c.verdict) {
     case Verdict::pass:
       if (!c.reason.empty())
@@ -100,6 +107,89 @@ void print_summary(const std::vector<CaseResult>& cases) {
              t.unsupported, t.error);
 }
 
+/// "I/N" → {I, N}; throws Error unless 0 ≤ I < N.
+std::pair<int, int> parse_shard(const std::string& spec, const std::string& what) {
+  const auto slash = spec.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    size_t used = 0;
+    const int i = std::stoi(spec.substr(0, slash), &used);
+    if (used != slash) throw std::invalid_argument("index");
+    const std::string count = spec.substr(slash + 1);
+    const int n = std::stoi(count, &used);
+    if (used != count.size() || n < 1 || i < 0 || i >= n) throw std::invalid_argument("range");
+    return {i, n};
+  } catch (const std::exception&) {
+    throw Error(fmt::format("{} '{}' must be I/N with 0 ≤ I < N, e.g. 0/4", what, spec));
+  }
+}
+
+/// Writes the reports asked for, prints the summary and the final line; returns the exit code.
+/// Failures listed in --expect do not fail the run; listed cases that pass are reported.
+int finish_run(const RunReport& report, const std::string& json_path, const std::string& junit_path,
+               const std::string& md_path) {
+  print_summary(report.cases);
+  if (!json_path.empty()) write_json(report, json_path);
+  if (!junit_path.empty()) write_junit(report, junit_path);
+  if (!md_path.empty()) write_markdown(report, md_path);
+  const Tally t = tally(report.cases);
+  for (const auto& c : report.cases)
+    if (!c.known_failure.empty() && !is_failure(c.verdict))
+      fmt::print("FIXED {}\n      listed in {} as a known failure ({}) but it passes now: remove the line\n",
+                 c.descriptor, report.expect_file, c.known_failure);
+  const int unknown = t.fail + t.error - t.known;
+  const bool ok = unknown == 0;
+  fmt::print("\n{}: {} of {} cases passed, {} failed, {} errors, {} unsupported{} ({:.2f} s){}\n",
+             ok ? "PASS" : "FAIL", t.pass, t.total(), t.fail, t.error, t.unsupported,
+             t.known ? fmt::format(", {} of the failures known (--expect)", t.known) : "", report.wall_seconds,
+             report.complete ? "" : " — INTERRUPTED, report incomplete");
+  if (!report.complete) return 130;
+  return ok ? kExitPass : kExitMismatch;
+}
+
+int cmd_merge(const std::vector<std::string>& inputs, const std::string& json_path,
+              const std::string& junit_path, const std::string& md_path) {
+  std::vector<RunReport> parts;
+  for (const auto& in : inputs) parts.push_back(read_json(in));
+  RunReport merged = parts.front();
+  std::vector<int> seen(static_cast<size_t>(merged.shard_count), 0);
+  merged.cases.clear();
+  merged.wall_seconds = 0;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    const RunReport& p = parts[k];
+    auto same = [&](const std::string& field, const std::string& a, const std::string& b) {
+      if (a != b)
+        throw Error(fmt::format("merge: {} has {} '{}' but {} has '{}'", inputs[k], field, b, inputs[0], a));
+    };
+    same("normcheck version", merged.normcheck_version, p.normcheck_version);
+    same("backend", merged.backend, p.backend);
+    same("backend version", merged.backend_version, p.backend_version);
+    same("suite", merged.suite, p.suite);
+    same("shard count", std::to_string(merged.shard_count), std::to_string(p.shard_count));
+    if (seen[static_cast<size_t>(p.shard_index)]++)
+      throw Error(fmt::format("merge: shard {}/{} given twice ({})", p.shard_index, p.shard_count, inputs[k]));
+    merged.complete = merged.complete && p.complete;
+    merged.wall_seconds = std::max(merged.wall_seconds, p.wall_seconds);  // shards run side by side
+    merged.cases.insert(merged.cases.end(), p.cases.begin(), p.cases.end());
+  }
+  std::vector<std::string> missing;
+  for (size_t i = 0; i < seen.size(); ++i)
+    if (!seen[i]) missing.push_back(fmt::format("{}/{}", i, seen.size()));
+  if (!missing.empty()) {
+    merged.complete = false;  // a merge without every shard is not the whole run
+    fmt::print(stderr, "normcheck merge: shards missing: {}; the merged report is marked incomplete\n",
+               join(missing));
+  }
+  std::sort(merged.cases.begin(), merged.cases.end(),
+            [](const CaseResult& a, const CaseResult& b) { return a.index < b.index; });
+  merged.shard_index = 0;
+  merged.shard_count = 1;
+  merged.command = "normcheck merge " + join(inputs);
+  fmt::print("normcheck merge: {} reports, {} cases\n", parts.size(), merged.cases.size());
+  const int rc = finish_run(merged, json_path, junit_path, md_path);
+  return rc == 130 ? kExitMismatch : rc;
+}
+
 /// Fails early (exit 2) rather than after a long run when a report path is not writable.
 void check_writable(const std::string& path) {
   if (path.empty()) return;
@@ -118,7 +208,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);
   std::string backend_name = "naive";
   std::vector<std::string> suites, cases;
-  std::string dtype_override, json_path, junit_path, md_path, dump_dir;
+  std::string dtype_override, json_path, junit_path, md_path, dump_dir, expect_path, shard_spec;
   int reference_bits = 128;
   double timeout = 60;
   bool quiet = false, in_process = false;
@@ -141,7 +231,20 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   app.add_option("--reference-bits", reference_bits, "reference precision: 128 or 256")
       ->capture_default_str();
   app.add_flag("--quiet,-q", quiet, "print only failures and the summary");
+  app.add_option("--expect", expect_path,
+                 "known failures: a file of `DESCRIPTOR  # reason` lines; they do not fail the run, and "
+                 "listed cases that pass again are reported");
+  app.add_option("--shard", shard_spec,
+                 "run shard I of N (I/N, 0-based: the cases whose index % N == I); default from "
+                 "GTEST_SHARD_INDEX and GTEST_TOTAL_SHARDS");
   CLI::App* list = app.add_subcommand("list", "list backends (with versions), suites, ops and conventions");
+  CLI::App* merge = app.add_subcommand("merge", "combine the JSON reports of shards 0..N-1 into one report");
+  std::vector<std::string> merge_inputs;
+  std::string merge_json, merge_junit, merge_md;
+  merge->add_option("reports", merge_inputs, "JSON reports written with --json by each shard")->required();
+  merge->add_option("-o,--json", merge_json, "write the merged JSON report here");
+  merge->add_option("--junit", merge_junit, "write merged JUnit XML here");
+  merge->add_option("--report", merge_md, "write the merged Markdown summary here");
   app.require_subcommand(0, 1);
 
   try {
@@ -157,21 +260,28 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
 
   try {
     if (list->parsed()) return cmd_list(registry);
+    if (merge->parsed()) {
+      check_writable(merge_json);
+      check_writable(merge_junit);
+      check_writable(merge_md);
+      return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
+    }
     if (suites.empty() && cases.empty())
       throw Error("nothing to run: give --suite NAME (e.g. --suite edge) or --case DESCRIPTOR");
     if (reference_bits != 128 && reference_bits != 256)
       throw Error("--reference-bits must be 128 or 256");
 
     // Resolve everything before running anything: a typo costs no time.
-    struct Planned { Problem problem; std::string note; };
+    struct Planned { Problem problem; std::string note; int index; };
     std::vector<Planned> plan;
     std::string suite_label;
     for (const auto& s : suites) {
       const Suite suite = load_suite(s);
       suite_label += (suite_label.empty() ? "" : "+") + suite.name;
-      for (const auto& c : suite.cases) plan.push_back({parse_descriptor(c.descriptor), c.note});
+      for (const auto& c : suite.cases)
+        plan.push_back({parse_descriptor(c.descriptor), c.note, static_cast<int>(plan.size())});
     }
-    for (const auto& c : cases) plan.push_back({parse_descriptor(c), ""});
+    for (const auto& c : cases) plan.push_back({parse_descriptor(c), "", static_cast<int>(plan.size())});
     if (!cases.empty()) suite_label += suite_label.empty() ? "cases" : "+cases";
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
     if (!dtype_override.empty()) {
@@ -192,7 +302,34 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     check_writable(junit_path);
     check_writable(md_path);
 
+    // Known failures, by canonical descriptor.
+    std::map<std::string, std::string> known;
+    if (!expect_path.empty()) {
+      for (const auto& c : load_suite(expect_path).cases) {
+        if (c.note.empty())
+          throw Error(fmt::format("{} line {}: a known failure needs its reason after '#'", expect_path, c.line));
+        known[to_descriptor(parse_descriptor(c.descriptor))] = c.note;
+      }
+    }
+    // Sharding: --shard, else GoogleTest's variables (and its status file, to say we shard).
+    int shard_index = 0, shard_count = 1;
+    if (!shard_spec.empty()) {
+      std::tie(shard_index, shard_count) = parse_shard(shard_spec, "--shard");
+    } else if (const char* total = std::getenv("GTEST_TOTAL_SHARDS")) {
+      const char* index = std::getenv("GTEST_SHARD_INDEX");
+      std::tie(shard_index, shard_count) =
+          parse_shard(fmt::format("{}/{}", index ? index : "", total), "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS");
+      if (const char* status = std::getenv("GTEST_SHARD_STATUS_FILE")) std::ofstream{status};
+    }
+    if (shard_count > 1)
+      plan.erase(std::remove_if(plan.begin(), plan.end(),
+                                [&](const Planned& pl) { return pl.index % shard_count != shard_index; }),
+                 plan.end());
+
     RunReport report;
+    report.shard_index = shard_index;
+    report.shard_count = shard_count;
+    report.expect_file = expect_path;
     report.normcheck_version = kVersion;
     for (int i = 0; i < argc; ++i) report.command += (i ? " " : "") + std::string(argv[i]);
     report.backend = backend_name;
@@ -228,6 +365,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       }
       CaseResult c = run_case(*backend, plan[i].problem, opt);
       c.note = plan[i].note;
+      c.index = plan[i].index;
+      if (auto it = known.find(c.descriptor); it != known.end()) c.known_failure = it->second;
       if (tty) fmt::print(stderr, "\r\033[K");
       if (!quiet || (c.verdict != Verdict::pass && c.verdict != Verdict::unsupported))
         print_case_outcome(c, backend_name);
@@ -237,17 +376,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     std::signal(SIGINT, previous);
     report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-    print_summary(report.cases);
-    if (!json_path.empty()) write_json(report, json_path);
-    if (!junit_path.empty()) write_junit(report, junit_path);
-    if (!md_path.empty()) write_markdown(report, md_path);
-    const Tally t = tally(report.cases);
-    const bool ok = t.fail == 0 && t.error == 0;
-    fmt::print("\n{}: {} of {} cases passed, {} failed, {} errors, {} unsupported ({:.2f} s){}\n",
-               ok ? "PASS" : "FAIL", t.pass, t.total(), t.fail, t.error, t.unsupported,
-               report.wall_seconds, report.complete ? "" : " — INTERRUPTED, report incomplete");
-    if (!report.complete) return 130;
-    return ok ? kExitPass : kExitMismatch;
+    return finish_run(report, json_path, junit_path, md_path);
   } catch (const Error& e) {
     fmt::print(stderr, "normcheck: error: {}\n", e.what());
     return kExitUsage;

@@ -20,13 +20,16 @@ struct RunReport {
   double wall_seconds = 0;
   int reference_bits = 128;
   bool complete = true;          ///< false when the run was interrupted
+  int shard_index = 0, shard_count = 1;  ///< this report holds the cases with index % count == index
+  std::string expect_file;       ///< --expect FILE, "" when none
   std::vector<CaseResult> cases;
 };
 
 /// Counts per verdict.
-/// Counts per verdict; `error` counts ERROR, CRASH, TIMEOUT and OVERRUN together.
+/// Counts per verdict; `error` counts ERROR, CRASH, TIMEOUT and OVERRUN together. `known`
+/// counts failures listed in the --expect file (they are also in fail or error).
 struct Tally {
-  int pass = 0, fail = 0, unsupported = 0, error = 0;
+  int pass = 0, fail = 0, unsupported = 0, error = 0, known = 0;
   int total() const { return pass + fail + unsupported + error; }
   void add(Verdict v);
 };
@@ -42,6 +45,13 @@ void write_markdown(const RunReport& r, const std::string& path);
 
 /// JSON text of the report (what write_json writes).
 std::string to_json_text(const RunReport& r);
+/// Reads a report written by write_json. Throws Error for unreadable files, other schemas, or
+/// missing fields.
+RunReport read_json(const std::string& path);
+
+/// Failures (FAIL, ERROR, CRASH, TIMEOUT, OVERRUN) not listed as known; known failures that
+/// passed again.
+bool is_failure(Verdict v);
 /// Markdown text of the report.
 std::string to_markdown(const RunReport& r);
 

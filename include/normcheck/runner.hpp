@@ -27,6 +27,9 @@ struct CaseResult {
   std::vector<TensorComparison> tensors;
   double condition_number = 0;  ///< κ1 of the compared batch (compare.hpp)
   double seconds = 0;           ///< wall time of the case (backend + reference + compare)
+  int index = 0;                ///< position in the whole (unsharded) run; merge orders by it
+  /// With --expect: the reason this case is a known failure ("" when it is not listed).
+  std::string known_failure;
 };
 
 struct RunOptions {
