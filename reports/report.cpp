@@ -140,7 +140,7 @@ std::string to_json_text(const RunReport& r) {
   j["shard"] = {{"index", r.shard_index}, {"count", r.shard_count}};
   j["expect_file"] = r.expect_file;
   j["machine"] = {{"cpu", r.machine}, {"compiler", r.compiler}};
-  j["backend"] = {{"name", r.backend}, {"version", r.backend_version}};
+  j["backend"] = {{"name", r.backend}, {"id", r.backend_name}, {"version", r.backend_version}};
   j["suite"] = r.suite;
   j["reference"] = {{"precision_bits", r.reference_bits}};
   const Tally t = tally(r.cases);
@@ -225,6 +225,7 @@ RunReport read_json(const std::string& path) {
     r.machine = j.at("machine").at("cpu");
     r.compiler = j.at("machine").at("compiler");
     r.backend = j.at("backend").at("name");
+    r.backend_name = j.at("backend").at("id");
     r.backend_version = j.at("backend").at("version");
     r.suite = j.at("suite");
     r.reference_bits = j.at("reference").at("precision_bits");
@@ -286,7 +287,7 @@ void write_junit(const RunReport& r, const std::string& path) {
                    t.total(), t.fail, t.error, t.unsupported, r.wall_seconds);
   x += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" "
                    "time=\"{:.3f}\" timestamp=\"{}\">\n",
-                   xml_escape("normcheck." + r.backend + "." + r.suite), t.total(), t.fail, t.error,
+                   xml_escape("normcheck." + r.backend_name + "." + r.suite), t.total(), t.fail, t.error,
                    t.unsupported, r.wall_seconds, xml_escape(r.started_utc));
   x += "    <properties>\n";
   for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
@@ -296,7 +297,7 @@ void write_junit(const RunReport& r, const std::string& path) {
   x += "    </properties>\n";
   for (const auto& c : r.cases) {
     x += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3f}\"",
-                     xml_escape(fmt::format("normcheck.{}.{}.{}", r.backend, to_string(c.problem.op),
+                     xml_escape(fmt::format("normcheck.{}.{}.{}", r.backend_name, to_string(c.problem.op),
                                             to_string(c.problem.pass))),
                      xml_escape(c.descriptor), c.seconds);
     const std::string body = explain(c) + "reproduce: " + reproducer(r.backend, c.descriptor);

@@ -333,6 +333,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     report.normcheck_version = kVersion;
     for (int i = 0; i < argc; ++i) report.command += (i ? " " : "") + std::string(argv[i]);
     report.backend = backend_name;
+    report.backend_name = backend->name();
     report.backend_version = backend->version();
     report.suite = suite_label;
     report.machine = machine_description();

@@ -12,7 +12,9 @@ namespace normcheck {
 struct RunReport {
   std::string normcheck_version;
   std::string command;           ///< the command line that produced the report
-  std::string backend, backend_version;
+  std::string backend;            ///< --backend as given (a name or a plugin path): the reproducer's
+  std::string backend_name;       ///< the backend's own name(), for test names
+  std::string backend_version;
   std::string suite;             ///< suite name or "cases"
   std::string machine;           ///< CPU model, cores
   std::string compiler;
