@@ -21,7 +21,7 @@ std::optional<std::string> Backend::unsupported_reason(const RunArgs& args, Layo
 }
 
 void BackendRegistry::add(std::string name, std::string summary, Factory f) {
-  entries_.push_back({std::move(name), std::move(summary), f});
+  entries_.push_back({std::move(name), std::move(summary), std::move(f)});
 }
 
 std::unique_ptr<Backend> BackendRegistry::create(const std::string& name) const {

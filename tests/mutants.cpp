@@ -5,26 +5,27 @@
 namespace normcheck::testing {
 
 void register_mutant_backends(BackendRegistry& r) {
-  r.add("mutant_unbiased_variance", "planted bug: unbiased variance inside the normalization", [] {
-    NaiveFlaws f;
-    f.unbiased_normalization = true;
-    return make_naive_backend(f, "mutant_unbiased_variance");
-  });
-  r.add("mutant_eps_outside_sqrt", "planted bug: 1/(sqrt(v) + eps)", [] {
-    NaiveFlaws f;
-    f.eps_outside_sqrt = true;
-    return make_naive_backend(f, "mutant_eps_outside_sqrt");
-  });
-  r.add("mutant_storage_accumulation", "planted bug: sums kept in the data dtype (f16/bf16 accumulator)", [] {
-    NaiveFlaws f;
-    f.storage_accumulation = true;
-    return make_naive_backend(f, "mutant_storage_accumulation");
-  });
-  r.add("mutant_swapped_momentum", "planted bug: momentum weights the old running value", [] {
-    NaiveFlaws f;
-    f.swapped_momentum = true;
-    return make_naive_backend(f, "mutant_swapped_momentum");
-  });
+  struct Mutant {
+    const char* name;
+    const char* summary;
+    bool NaiveFlaws::*flaw;
+  };
+  static constexpr Mutant kMutants[] = {
+      {"mutant_unbiased_variance", "planted bug: unbiased variance inside the normalization",
+       &NaiveFlaws::unbiased_normalization},
+      {"mutant_eps_outside_sqrt", "planted bug: 1/(sqrt(v) + eps)", &NaiveFlaws::eps_outside_sqrt},
+      {"mutant_storage_accumulation", "planted bug: sums kept in the data dtype (f16/bf16 accumulator)",
+       &NaiveFlaws::storage_accumulation},
+      {"mutant_swapped_momentum", "planted bug: momentum weights the old running value",
+       &NaiveFlaws::swapped_momentum},
+  };
+  for (const Mutant& m : kMutants) {
+    r.add(m.name, m.summary, [m] {
+      NaiveFlaws f;
+      f.*m.flaw = true;
+      return make_naive_backend(f, m.name);
+    });
+  }
 }
 
 namespace {

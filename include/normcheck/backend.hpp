@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -120,7 +121,7 @@ class Backend {
 /// register planted-bug backends (mutants) as well.
 class BackendRegistry {
  public:
-  using Factory = std::unique_ptr<Backend> (*)();
+  using Factory = std::function<std::unique_ptr<Backend>()>;
   void add(std::string name, std::string summary, Factory f);
   /// Throws Error("unknown backend 'x'; known: a, b") when absent.
   std::unique_ptr<Backend> create(const std::string& name) const;
