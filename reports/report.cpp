@@ -140,7 +140,8 @@ std::string to_json_text(const RunReport& r) {
   j["shard"] = {{"index", r.shard_index}, {"count", r.shard_count}};
   j["expect_file"] = r.expect_file;
   j["machine"] = {{"cpu", r.machine}, {"compiler", r.compiler}};
-  j["backend"] = {{"name", r.backend}, {"id", r.backend_name}, {"version", r.backend_version}};
+  j["backend"] = {{"name", r.backend}, {"id", r.backend_name}, {"version", r.backend_version},
+                  {"notes", r.backend_notes}};
   j["suite"] = r.suite;
   j["reference"] = {{"precision_bits", r.reference_bits}};
   const Tally t = tally(r.cases);
@@ -226,6 +227,7 @@ RunReport read_json(const std::string& path) {
     r.compiler = j.at("machine").at("compiler");
     r.backend = j.at("backend").at("name");
     r.backend_name = j.at("backend").at("id");
+    r.backend_notes = j.at("backend").at("notes").get<std::vector<std::string>>();
     r.backend_version = j.at("backend").at("version");
     r.suite = j.at("suite");
     r.reference_bits = j.at("reference").at("precision_bits");

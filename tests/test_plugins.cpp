@@ -49,9 +49,18 @@ TEST(Plugins, ExampleGivesTheSameResultsIsolatedAndInProcess) {
 }
 
 TEST(Plugins, ExampleGatesLikeABuiltInBackendThroughTheCli) {
-  const auto o = sh(kBin + " --backend " + kExample + " --suite edge -q");
+  const auto json_path = (std::filesystem::temp_directory_path() / "nc_example_plugin.json").string();
+  const auto o = sh(kBin + " --backend " + kExample + " --suite edge -q --json " + json_path);
   EXPECT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("0 failed, 0 errors"), std::string::npos) << o.output;
+  // What the plugin declares about itself is recorded in the report.
+  const auto j = nlohmann::json::parse(std::ifstream(json_path));
+  EXPECT_EQ(j["backend"]["id"], "normcheck_example");
+  bool declared = false;
+  for (const auto& n : j["backend"]["notes"])
+    declared |= n.get<std::string>().find("accumulation f64, summation recursive") != std::string::npos;
+  EXPECT_TRUE(declared) << j["backend"]["notes"].dump();
+  std::filesystem::remove(json_path);
 }
 
 struct Planted {

@@ -334,6 +334,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     for (int i = 0; i < argc; ++i) report.command += (i ? " " : "") + std::string(argv[i]);
     report.backend = backend_name;
     report.backend_name = backend->name();
+    report.backend_notes = backend->capabilities().notes;
     report.backend_version = backend->version();
     report.suite = suite_label;
     report.machine = machine_description();

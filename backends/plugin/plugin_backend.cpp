@@ -75,6 +75,15 @@ class PluginBackend final : public Backend {
       if (p_->layouts & (1u << static_cast<int>(l))) c.layouts.push_back(l);
     c.notes = {isolate_ ? fmt::format("each call runs in a forked child; per-call timeout {} s", timeout_)
                         : std::string("calls run in normcheck's own process (--in-process): no isolation")};
+    static constexpr const char* kSum[] = {"not declared", "recursive", "pairwise", "blocked", "compensated"};
+    const int sum = p_->summation >= 0 && p_->summation <= 4 ? p_->summation : 0;
+    const int acc = p_->accumulation_dtype;
+    c.notes.push_back(fmt::format(
+        "declares: running statistics {}, accumulation {}, summation {} (recorded, not yet used by the "
+        "comparison)",
+        p_->convention ? fmt::format("by the {} convention", p_->convention) : std::string("as normcheck asks"),
+        acc >= 0 && acc <= 3 ? std::string(to_string(static_cast<DType>(acc))) : std::string("not declared"),
+        kSum[sum]));
     return c;
   }
 

@@ -123,11 +123,21 @@ static nc_status run(const nc_run_args* a, uint32_t* produced, const char** mess
 }
 
 static const nc_plugin kPlugin = {
-    sizeof(nc_plugin), NC_ABI_MAJOR, NC_ABI_MINOR, "normcheck_example", "1.0",
-    "example plugin in C: batch_norm and layer_norm, f32, any strides",
-    (1u << NC_OP_BATCH_NORM) | (1u << NC_OP_LAYER_NORM),
-    (1u << NC_PASS_FORWARD_TRAINING) | (1u << NC_PASS_FORWARD_INFERENCE) | (1u << NC_PASS_BACKWARD_TRAINING) |
-        (1u << NC_PASS_BACKWARD_INFERENCE),
-    1u << NC_DTYPE_F32, (1u << NC_LAYOUT_NCHW) | (1u << NC_LAYOUT_NHWC), run};
+    .struct_size = sizeof(nc_plugin),
+    .abi_major = NC_ABI_MAJOR,
+    .abi_minor = NC_ABI_MINOR,
+    .name = "normcheck_example",
+    .version = "1.0",
+    .description = "example plugin in C: batch_norm and layer_norm, f32, any strides",
+    .ops = (1u << NC_OP_BATCH_NORM) | (1u << NC_OP_LAYER_NORM),
+    .passes = (1u << NC_PASS_FORWARD_TRAINING) | (1u << NC_PASS_FORWARD_INFERENCE) |
+              (1u << NC_PASS_BACKWARD_TRAINING) | (1u << NC_PASS_BACKWARD_INFERENCE),
+    .dtypes = 1u << NC_DTYPE_F32,
+    .layouts = (1u << NC_LAYOUT_NCHW) | (1u << NC_LAYOUT_NHWC),
+    .convention = NULL, /* applies batch_weight / running_var_unbiased as normcheck asks */
+    .accumulation_dtype = NC_DTYPE_F64,
+    .summation = NC_SUM_RECURSIVE,
+    .run = run,
+};
 
 const nc_plugin* normcheck_plugin_entry(void) { return &kPlugin; }

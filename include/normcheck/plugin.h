@@ -56,6 +56,10 @@ enum {
   NC_OUT_DGAMMA = 1u << 7, NC_OUT_DBETA = 1u << 8
 };
 
+/* How a plugin orders its reductions (its precision profile, with accumulation_dtype). */
+enum { NC_SUM_UNKNOWN = 0, NC_SUM_RECURSIVE = 1, NC_SUM_PAIRWISE = 2, NC_SUM_BLOCKED = 3,
+       NC_SUM_COMPENSATED = 4 };
+
 /* What `run` returns. */
 typedef enum {
   NC_STATUS_OK = 0,          /* outputs written, `produced` set */
@@ -103,6 +107,15 @@ typedef struct nc_plugin {
   uint32_t passes;
   uint32_t dtypes;
   uint32_t layouts;
+  /* What the plugin claims about itself. Recorded and shown by normcheck; the comparison of this
+     version does not use them yet (a later version sizes its error budget from them).
+     convention: the running-statistics convention it follows natively ("pytorch", "keras", …),
+       or NULL when it applies batch_weight and running_var_unbiased from nc_run_args as asked.
+     accumulation_dtype: NC_DTYPE_* of its reductions, or -1 when not declared.
+     summation: NC_SUM_* order of its reductions. */
+  const char* convention;
+  int32_t accumulation_dtype;
+  int32_t summation;
   /* Runs one call. On NC_STATUS_OK, *produced holds NC_OUT_* bits; otherwise *message may point
      to a plugin-owned, NUL-terminated explanation. Must not be NULL. */
   nc_status (*run)(const nc_run_args* args, uint32_t* produced, const char** message);

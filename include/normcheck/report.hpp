@@ -15,6 +15,7 @@ struct RunReport {
   std::string backend;            ///< --backend as given (a name or a plugin path): the reproducer's
   std::string backend_name;       ///< the backend's own name(), for test names
   std::string backend_version;
+  std::vector<std::string> backend_notes;  ///< Capabilities::notes: what the backend does itself
   std::string suite;             ///< suite name or "cases"
   std::string machine;           ///< CPU model, cores
   std::string compiler;

@@ -33,14 +33,26 @@ static nc_status run(const nc_run_args* a, uint32_t* produced, const char** mess
 }
 
 #ifndef PLANT_NO_ENTRY
-static const nc_plugin kPlugin = {sizeof(nc_plugin),
+static const nc_plugin kPlugin = {
+    .struct_size = sizeof(nc_plugin),
 #ifdef PLANT_BAD_ABI
-                                  99,
+    .abi_major = 99,
 #else
-                                  NC_ABI_MAJOR,
+    .abi_major = NC_ABI_MAJOR,
 #endif
-                                  NC_ABI_MINOR, "misbehaving", "0", "a plugin that misbehaves on purpose",
-                                  0x1f, 0xf, 1u << NC_DTYPE_F32, 0x3, run};
+    .abi_minor = NC_ABI_MINOR,
+    .name = "misbehaving",
+    .version = "0",
+    .description = "a plugin that misbehaves on purpose",
+    .ops = 0x1f,
+    .passes = 0xf,
+    .dtypes = 1u << NC_DTYPE_F32,
+    .layouts = 0x3,
+    .convention = NULL,
+    .accumulation_dtype = -1,
+    .summation = NC_SUM_UNKNOWN,
+    .run = run,
+};
 const nc_plugin* normcheck_plugin_entry(void) { return &kPlugin; }
 #else
 int normcheck_plugin_entry_is_missing(void) { return run(NULL, NULL, NULL); }
