@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <thread>
 #include <vector>
 
@@ -38,6 +39,33 @@ struct ResultBlock {
 };
 
 size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+/// The 13 tensors of a call: where each lives in RunArgs and in nc_run_args, its name, whether the
+/// plugin writes it (and so it is copied back), and the input it may alias in place (-1: none).
+struct Slot {
+  TensorArg RunArgs::*arg;
+  nc_tensor nc_run_args::*c;
+  const char* name;
+  bool written;
+  int alias_of;
+};
+constexpr int kX = 0, kDy = 2;
+constexpr Slot kSlots[] = {
+    {&RunArgs::x, &nc_run_args::x, "x", false, -1},
+    {&RunArgs::y, &nc_run_args::y, "y", true, kX},
+    {&RunArgs::dy, &nc_run_args::dy, "dy", false, -1},
+    {&RunArgs::dx, &nc_run_args::dx, "dx", true, kDy},
+    {&RunArgs::gamma, &nc_run_args::gamma, "gamma", false, -1},
+    {&RunArgs::beta, &nc_run_args::beta, "beta", false, -1},
+    {&RunArgs::dgamma, &nc_run_args::dgamma, "dgamma", true, -1},
+    {&RunArgs::dbeta, &nc_run_args::dbeta, "dbeta", true, -1},
+    {&RunArgs::mean, &nc_run_args::mean, "mean", true, -1},
+    {&RunArgs::variance, &nc_run_args::variance, "variance", true, -1},
+    {&RunArgs::inv_std, &nc_run_args::inv_std, "inv_std", true, -1},
+    {&RunArgs::running_mean, &nc_run_args::running_mean, "running_mean", true, -1},
+    {&RunArgs::running_var, &nc_run_args::running_var, "running_var", true, -1},
+};
+constexpr int kCount = static_cast<int>(std::size(kSlots));
 
 /// Bytes a strided tensor spans: (largest offset + 1) · element size.
 size_t extent_bytes(const TensorArg& t) {
@@ -104,17 +132,15 @@ class PluginBackend final : public Backend {
     c.affine = a.affine;
     c.batch_weight = a.batch_weight;
     c.running_var_unbiased = a.running_var_unbiased;
-    const TensorArg* src[] = {&a.x, &a.y, &a.dy, &a.dx, &a.gamma, &a.beta, &a.dgamma, &a.dbeta,
-                              &a.mean, &a.variance, &a.inv_std, &a.running_mean, &a.running_var};
-    nc_tensor* dst[] = {&c.x, &c.y, &c.dy, &c.dx, &c.gamma, &c.beta, &c.dgamma, &c.dbeta,
-                        &c.mean, &c.variance, &c.inv_std, &c.running_mean, &c.running_var};
-    for (int i = 0; i < 13; ++i) {
-      if (!src[i]->present()) continue;
-      dst[i]->data = src[i]->data;
-      dst[i]->dtype = static_cast<int32_t>(src[i]->dtype);
-      dst[i]->rank = src[i]->rank;
-      std::memcpy(dst[i]->dims, src[i]->dims, sizeof dst[i]->dims);
-      std::memcpy(dst[i]->strides, src[i]->strides, sizeof dst[i]->strides);
+    for (const Slot& slot : kSlots) {
+      const TensorArg& src = a.*slot.arg;
+      if (!src.present()) continue;
+      nc_tensor& dst = c.*slot.c;
+      dst.data = src.data;
+      dst.dtype = static_cast<int32_t>(src.dtype);
+      dst.rank = src.rank;
+      std::memcpy(dst.dims, src.dims, sizeof dst.dims);
+      std::memcpy(dst.strides, src.strides, sizeof dst.strides);
     }
     return c;
   }
@@ -146,17 +172,23 @@ class PluginBackend final : public Backend {
   }
 
   RunResult run_isolated(const RunArgs& a) {
-    // The tensors in RunArgs order, with their place in the arena.
-    const TensorArg* src[] = {&a.x, &a.y, &a.dy, &a.dx, &a.gamma, &a.beta, &a.dgamma, &a.dbeta,
-                              &a.mean, &a.variance, &a.inv_std, &a.running_mean, &a.running_var};
-    static constexpr const char* kNames[] = {"x", "y", "dy", "dx", "gamma", "beta", "dgamma", "dbeta",
-                                             "mean", "variance", "inv_std", "running_mean", "running_var"};
-    constexpr int kCount = 13;
-    size_t offset[kCount] = {}, bytes[kCount] = {};
     // Every tensor has a canary zone of its own on each side, so a stray write names its tensor.
+    // An output that aliases its input in place (y over x, dx over dy) shares the input's place,
+    // so the plugin sees one buffer, as the caller has.
+    const TensorArg* src[kCount];
+    bool shared[kCount] = {};
+    size_t offset[kCount] = {}, bytes[kCount] = {};
     size_t total = align64(sizeof(ResultBlock));
     for (int i = 0; i < kCount; ++i) {
+      src[i] = &(a.*kSlots[i].arg);
       if (!src[i]->present()) continue;
+      const int in = kSlots[i].alias_of;
+      if (in >= 0 && src[in]->present() && src[in]->data == src[i]->data) {
+        shared[i] = true;
+        offset[i] = offset[in];
+        bytes[i] = bytes[in];
+        continue;
+      }
       bytes[i] = extent_bytes(*src[i]);
       offset[i] = total + kCanary;
       total = align64(offset[i] + bytes[i]) + kCanary;
@@ -168,16 +200,11 @@ class PluginBackend final : public Backend {
     auto* result = new (arena) ResultBlock{-1, 0, {}};
 
     nc_run_args c = to_c(a);
-    nc_tensor* dst[] = {&c.x, &c.y, &c.dy, &c.dx, &c.gamma, &c.beta, &c.dgamma, &c.dbeta,
-                        &c.mean, &c.variance, &c.inv_std, &c.running_mean, &c.running_var};
     for (int i = 0; i < kCount; ++i) {
       if (!src[i]->present()) continue;
-      std::memcpy(arena + offset[i], src[i]->data, bytes[i]);
-      dst[i]->data = arena + offset[i];
+      if (!shared[i]) std::memcpy(arena + offset[i], src[i]->data, bytes[i]);
+      (c.*kSlots[i].c).data = arena + offset[i];
     }
-    // In place (y aliases x, dx aliases dy): the plugin sees one buffer, as the caller has.
-    if (a.y.present() && a.y.data == a.x.data) c.y.data = c.x.data;
-    if (a.dx.present() && a.dx.data == a.dy.data) c.dx.data = c.dy.data;
 
     std::fflush(nullptr);
     const pid_t pid = fork();
@@ -201,7 +228,7 @@ class PluginBackend final : public Backend {
     RunResult r = wait_child(pid);
     if (r.ok) {
       for (int i = 0; i < kCount && r.ok; ++i) {
-        if (!src[i]->present()) continue;
+        if (!src[i]->present() || shared[i]) continue;
         const unsigned char* lo = arena + offset[i] - kCanary;
         const unsigned char* hi = arena + offset[i] + bytes[i];
         const size_t hi_len = align64(offset[i] + bytes[i]) - (offset[i] + bytes[i]) + kCanary;
@@ -212,7 +239,7 @@ class PluginBackend final : public Backend {
         };
         const bool below = !intact(lo, kCanary), above = !intact(hi, hi_len);
         if (below || above) {
-          r = fail(fmt::format("OVERRUN: the plugin wrote outside tensor {}, {} its {} bytes", kNames[i],
+          r = fail(fmt::format("OVERRUN: the plugin wrote outside tensor {}, {} its {} bytes", kSlots[i].name,
                                below ? "before" : "past the end of", bytes[i]));
           r.fault = RunResult::Fault::overrun;
         }
@@ -221,13 +248,9 @@ class PluginBackend final : public Backend {
     if (r.ok) {
       r = from_status(result->status, result->produced, result->message);
       if (r.ok) {
-        // Copy back everything the plugin may write (not x, dy, gamma, beta); in place, y is x
-        // and dx is dy, so their slot goes back there.
+        // Copy back what the plugin writes; an in-place output goes back over its input.
         for (int i = 0; i < kCount; ++i)
-          if (src[i]->present() && i != 0 && i != 2 && i != 4 && i != 5)
-            std::memcpy(src[i]->data, arena + offset[i], bytes[i]);
-        if (a.y.present() && c.y.data == c.x.data) std::memcpy(a.x.data, arena + offset[0], bytes[0]);
-        if (a.dx.present() && c.dx.data == c.dy.data) std::memcpy(a.dy.data, arena + offset[2], bytes[2]);
+          if (src[i]->present() && kSlots[i].written) std::memcpy(src[i]->data, arena + offset[i], bytes[i]);
       }
     }
     munmap(mem, total);
