@@ -162,6 +162,7 @@ std::string to_json_text(const RunReport& r) {
     jc["reason"] = c.reason;
     jc["reproducer"] = reproducer(r.backend, c.descriptor);
     jc["condition_number"] = num(c.condition_number);
+    jc["weak_check"] = c.weak_check;
     jc["seconds"] = c.seconds;
     json tensors = json::array();
     for (const auto& tc : c.tensors) {
@@ -244,6 +245,7 @@ RunReport read_json(const std::string& path) {
       c.reason = jc.at("reason");
       c.known_failure = jc.at("known_failure");
       c.condition_number = read_num(jc.at("condition_number"));
+      c.weak_check = jc.at("weak_check");
       c.seconds = jc.at("seconds");
       for (const auto& jt : jc.at("tensors")) {
         TensorComparison t;

@@ -45,12 +45,14 @@ TEST(NaiveF64, PassesSharplyEvenOnTheHugeMeanCase) {
   const auto r = run_case(*b, parse_descriptor("layer_norm,dtype=f64,shape=8x64,data=normal:10000:0.01"), {});
   EXPECT_EQ(r.verdict, Verdict::pass);
   EXPECT_EQ(r.reason, "");
+  EXPECT_FALSE(r.weak_check);
 }
 
 TEST(NaiveF32, HugeMeanCaseIsReportedAsAWeakCheck) {
   auto b = make_naive_backend();
   const auto r = run_case(*b, parse_descriptor("layer_norm,shape=8x64,data=normal:10000:0.01"), {});
   EXPECT_EQ(r.verdict, Verdict::pass);
+  EXPECT_TRUE(r.weak_check);
   EXPECT_NE(r.reason.find("weak check"), std::string::npos) << r.reason;
   EXPECT_GT(r.condition_number, 1e5);
 }

@@ -73,8 +73,7 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
   switch (c.verdict) {
     case Verdict::pass:
       if (!c.reason.empty())
-        fmt::print("{}  {}\n      {}\n", c.reason.find("weak check") != std::string::npos ? "WEAK" : "NOTE",
-                   c.descriptor, c.reason);
+        fmt::print("{}  {}\n      {}\n", c.weak_check ? "WEAK" : "NOTE", c.descriptor, c.reason);
       return;
     case Verdict::unsupported:
       fmt::print("UNSUPPORTED  {}\n      {}\n", c.descriptor, c.reason);

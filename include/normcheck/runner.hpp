@@ -26,6 +26,8 @@ struct CaseResult {
   std::string reason;
   std::vector<TensorComparison> tensors;
   double condition_number = 0;  ///< κ1 of the compared batch (compare.hpp)
+  /// A pass whose tolerance is too wide to be informative in this dtype (docs/comparison.md).
+  bool weak_check = false;
   double seconds = 0;           ///< wall time of the case (backend + reference + compare)
   int index = 0;                ///< position in the whole (unsharded) run; merge orders by it
   /// With --expect: the reason this case is a known failure ("" when it is not listed).
