@@ -95,6 +95,12 @@ Suite parse_suite(std::string name, std::string_view text) {
     if (t.empty()) continue;
     if (t[0] == '#') {
       if (t.rfind("# title:", 0) == 0) s.title = trim(t.substr(8));
+      if (t.rfind("# kind:", 0) == 0) {
+        const std::string kind = trim(t.substr(7));
+        if (kind != "correctness" && kind != "throughput")
+          throw Error(fmt::format("{} line {}: # kind: must be correctness or throughput, not '{}'", s.name, lineno, kind));
+        s.throughput = kind == "throughput";
+      }
       continue;
     }
     SuiteCase c;

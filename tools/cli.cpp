@@ -3,17 +3,22 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <algorithm>
 #include <map>
 #include <tuple>
 
+#include "normcheck/bench.hpp"
 #include "normcheck/data.hpp"
 #include "plugin/plugin_backend.hpp"
 #include "normcheck/report.hpp"
@@ -53,7 +58,7 @@ int cmd_list(const BackendRegistry& registry) {
   fmt::print("\nsuites:\n");
   for (const auto& n : builtin_suite_names()) {
     const Suite s = load_suite(n);
-    fmt::print("  {:<10} {:>3} cases  {}\n", n, s.cases.size(), s.title);
+    fmt::print("  {:<18} {:>3} cases  {}{}\n", n, s.cases.size(), s.throughput ? "[throughput] " : "", s.title);
   }
   fmt::print("\nops: {}\npasses: {}\n\nconventions (batch_norm running statistics):\n",
              join_enum(kAllOps), join_enum(kAllPasses));
@@ -196,6 +201,124 @@ void check_writable(const std::string& path) {
   if (!f) throw Error("cannot write " + path);
 }
 
+/// A case to run, with its suite line's note and its position in the whole run.
+struct Planned {
+  Problem problem;
+  std::string note;
+  int index;
+  std::string suite;
+};
+
+/// Resolves --suite and --case (and --dtype) into cases before anything runs: a typo costs no
+/// time. `label` gets "smoke+edge", "cases", … Throws Error.
+std::vector<Planned> plan_cases(const std::vector<std::string>& suites, const std::vector<std::string>& cases,
+                                const std::string& dtype_override, std::string& label) {
+  if (suites.empty() && cases.empty())
+    throw Error("nothing to run: give --suite NAME (e.g. --suite edge) or --case DESCRIPTOR");
+  std::vector<Planned> plan;
+  label.clear();
+  for (const auto& s : suites) {
+    const Suite suite = load_suite(s);
+    label += (label.empty() ? "" : "+") + suite.name;
+    for (const auto& c : suite.cases)
+      plan.push_back({parse_descriptor(c.descriptor), c.note, static_cast<int>(plan.size()), suite.name});
+  }
+  for (const auto& c : cases) plan.push_back({parse_descriptor(c), "", static_cast<int>(plan.size()), "cases"});
+  if (!cases.empty()) label += label.empty() ? "cases" : "+cases";
+  if (!dtype_override.empty()) {
+    const DType t = parse_dtype(dtype_override);
+    for (auto& pl : plan) {
+      pl.problem.dtype = t;
+      validate(pl.problem);
+    }
+  }
+  return plan;
+}
+
+/// A built-in backend by name, else a plugin (a path, or a name on NORMCHECK_PLUGIN_PATH).
+/// Throws Error naming the known backends.
+std::unique_ptr<Backend> open_backend(const BackendRegistry& registry, const std::string& name, double timeout,
+                                      bool isolate) {
+  std::unique_ptr<Backend> backend;
+  if (!looks_like_plugin(name)) {
+    for (const auto& e : registry.entries())
+      if (e.name == name) backend = e.factory();
+  }
+  if (!backend) backend = load_plugin(name, timeout, isolate);
+  if (!backend) backend = registry.create(name);  // throws: unknown backend, known names
+  return backend;
+}
+
+std::string command_line(int argc, char** argv) {
+  std::string cmd;
+  for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
+  return cmd;
+}
+
+/// The first Python that imports matplotlib: $NORMCHECK_PYTHON, then Debian's /usr/bin/python3,
+/// then python3 on PATH (which may be a separate build without Debian's modules).
+std::string find_python() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("NORMCHECK_PYTHON")) candidates.emplace_back(env);
+  candidates.insert(candidates.end(), {"/usr/bin/python3", "python3"});
+  for (const auto& py : candidates) {
+    const std::string probe = fmt::format("'{}' -c 'import matplotlib' >/dev/null 2>&1", py);
+    if (std::system(probe.c_str()) == 0) return py;
+  }
+  throw Error("normcheck report needs a Python with matplotlib (tried $NORMCHECK_PYTHON, /usr/bin/python3, "
+              "python3); install python3-matplotlib (tools/setup.sh)");
+}
+
+/// reports/build_report.py next to an installed binary (PREFIX/share/normcheck/reports), else
+/// in the source tree this binary was built from.
+std::string find_report_script() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  std::vector<fs::path> candidates;
+  if (!ec) candidates.push_back(exe.parent_path().parent_path() / NORMCHECK_INSTALL_DATADIR / "normcheck/reports/build_report.py");
+  candidates.push_back(fs::path(NORMCHECK_SOURCE_DIR) / "reports/build_report.py");
+  for (const auto& c : candidates)
+    if (fs::exists(c, ec)) return c.string();
+  throw Error("cannot find reports/build_report.py (looked next to the binary and in " NORMCHECK_SOURCE_DIR ")");
+}
+
+int cmd_report(const std::vector<std::string>& inputs, const std::string& dir, const std::string& title) {
+  const std::string py = find_python(), script = find_report_script();
+  std::vector<std::string> args = {py, script, "-o", dir};
+  if (!title.empty()) args.insert(args.end(), {"--title", title});
+  args.insert(args.end(), inputs.begin(), inputs.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid < 0) throw Error("normcheck report: fork failed");
+  if (pid == 0) {
+    execvp(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status) == 127 ? kExitUsage : WEXITSTATUS(status);
+  fmt::print(stderr, "normcheck report: {} died of signal {}\n", script, WTERMSIG(status));
+  return kExitInternal;
+}
+
+int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, const std::vector<Planned>& plan,
+              BenchOptions opt) {
+  // Plugins run in process: forking per call would time the fork, not the kernel (docs/bench.md).
+  auto backend = open_backend(registry, backend_name, 0, false);
+  check_writable(opt.json_path);
+  std::vector<BenchCase> cases;
+  for (const auto& pl : plan) cases.push_back({pl.problem, pl.suite});
+  fmt::print("normcheck {} bench: backend {} ({}), {}: {} case{}, {} cache\n", kVersion, backend_name,
+             backend->version(), opt.suite_label, cases.size(), cases.size() == 1 ? "" : "s",
+             opt.cold_cache ? "cold" : "warm");
+  return run_bench(*backend, cases, opt);
+}
+
 }  // namespace
 
 int cli_main(int argc, char** argv, const BackendRegistry& registry) {
@@ -244,6 +367,31 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   merge->add_option("-o,--json", merge_json, "write the merged JSON report here");
   merge->add_option("--junit", merge_junit, "write merged JUnit XML here");
   merge->add_option("--report", merge_md, "write the merged Markdown summary here");
+  CLI::App* bench = app.add_subcommand(
+      "bench", "throughput per case against the measured memory bandwidth (Google Benchmark; docs/bench.md). "
+               "Takes --backend, --suite, --case, --dtype and --json (the Google Benchmark JSON) from above; "
+               "Google Benchmark flags go after --");
+  bench->fallthrough();
+  BenchOptions bench_opt;
+  std::string cache_mode = "warm";
+  bench->add_option("--threads", bench_opt.threads, "threads per call (default: the backend's own default)");
+  bench->add_option("--cache", cache_mode, "warm: buffers stay cached between calls; cold: a buffer twice the "
+                                           "last-level cache is written before every call")
+      ->check(CLI::IsMember({"warm", "cold"}))
+      ->capture_default_str();
+  bench->add_option("--repetitions", bench_opt.repetitions, "repetitions per case (min, median, spread over these)")
+      ->capture_default_str();
+  bench->add_option("--min-time", bench_opt.min_time, "seconds of timed calls per repetition")->capture_default_str();
+  bench->add_option("benchmark_flags", bench_opt.benchmark_flags, "after --: flags for Google Benchmark");
+  CLI::App* report_cmd = app.add_subcommand(
+      "report", "build an HTML page and Markdown from result and bench JSON files (reports/build_report.py; "
+                "needs a Python with matplotlib)");
+  std::vector<std::string> report_inputs;
+  std::string report_dir, report_title;
+  report_cmd->add_option("results", report_inputs, "JSON from `normcheck --json` and `normcheck bench --json`")
+      ->required();
+  report_cmd->add_option("-o,--output", report_dir, "directory for index.html, report.md and the plots")->required();
+  report_cmd->add_option("--title", report_title, "page title");
   app.require_subcommand(0, 1);
 
   try {
@@ -265,38 +413,30 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       check_writable(merge_md);
       return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
     }
-    if (suites.empty() && cases.empty())
-      throw Error("nothing to run: give --suite NAME (e.g. --suite edge) or --case DESCRIPTOR");
+    if (report_cmd->parsed()) return cmd_report(report_inputs, report_dir, report_title);
+    if (bench->parsed()) {
+      for (const auto& [flag, given] : {std::pair{"--junit", !junit_path.empty()}, {"--report", !md_path.empty()},
+                                        {"--dump", !dump_dir.empty()}, {"--expect", !expect_path.empty()},
+                                        {"--shard", !shard_spec.empty()}})
+        if (given) throw Error(fmt::format("{} applies to correctness runs, not to `normcheck bench`", flag));
+      for (const auto& f : bench_opt.benchmark_flags)
+        if (f.rfind("--benchmark_", 0) != 0)
+          throw Error(fmt::format("'{}' after -- is not a Google Benchmark flag (--benchmark_…)", f));
+      std::string label;
+      const auto plan = plan_cases(suites, cases, dtype_override, label);
+      bench_opt.cold_cache = cache_mode == "cold";
+      bench_opt.json_path = json_path;
+      bench_opt.backend_label = backend_name;
+      bench_opt.suite_label = label;
+      bench_opt.command = command_line(argc, argv);
+      return cmd_bench(registry, backend_name, plan, bench_opt);
+    }
     if (reference_bits != 128 && reference_bits != 256)
       throw Error("--reference-bits must be 128 or 256");
-
-    // Resolve everything before running anything: a typo costs no time.
-    struct Planned { Problem problem; std::string note; int index; };
-    std::vector<Planned> plan;
     std::string suite_label;
-    for (const auto& s : suites) {
-      const Suite suite = load_suite(s);
-      suite_label += (suite_label.empty() ? "" : "+") + suite.name;
-      for (const auto& c : suite.cases)
-        plan.push_back({parse_descriptor(c.descriptor), c.note, static_cast<int>(plan.size())});
-    }
-    for (const auto& c : cases) plan.push_back({parse_descriptor(c), "", static_cast<int>(plan.size())});
-    if (!cases.empty()) suite_label += suite_label.empty() ? "cases" : "+cases";
+    std::vector<Planned> plan = plan_cases(suites, cases, dtype_override, suite_label);
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
-    if (!dtype_override.empty()) {
-      const DType t = parse_dtype(dtype_override);
-      for (auto& pl : plan) {
-        pl.problem.dtype = t;
-        validate(pl.problem);
-      }
-    }
-    std::unique_ptr<Backend> backend;
-    if (!looks_like_plugin(backend_name)) {
-      for (const auto& e : registry.entries())
-        if (e.name == backend_name) backend = e.factory();
-    }
-    if (!backend) backend = load_plugin(backend_name, timeout, !in_process);
-    if (!backend) backend = registry.create(backend_name);  // throws: unknown backend, known names
+    std::unique_ptr<Backend> backend = open_backend(registry, backend_name, timeout, !in_process);
     check_writable(json_path);
     check_writable(junit_path);
     check_writable(md_path);
@@ -330,7 +470,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     report.shard_count = shard_count;
     report.expect_file = expect_path;
     report.normcheck_version = kVersion;
-    for (int i = 0; i < argc; ++i) report.command += (i ? " " : "") + std::string(argv[i]);
+    report.command = command_line(argc, argv);
     report.backend = backend_name;
     report.backend_name = backend->name();
     report.backend_notes = backend->capabilities().notes;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything normcheck's build, tests and reports need, from Debian packages by name.
+# Installs everything normcheck's build, tests and reports need, from Debian packages by name
+# (chromium only for the test that opens the report page headless).
 #
 # Idempotent: packages already installed are left alone and `apt-get update` runs only when
 # something is missing. Works as root or through sudo. Downloads nothing but Debian packages.
@@ -14,6 +15,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libdnnl-dev xz-utils
   python3 python3-matplotlib python3-numpy python3-jsonschema
+  chromium
 )
 
 if [ "$(id -u)" -eq 0 ]; then

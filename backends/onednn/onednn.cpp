@@ -1,6 +1,7 @@
 #include "onednn.hpp"
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <unordered_map>
@@ -123,6 +124,13 @@ class OneDnnBackend final : public Backend {
       return "layer_normalization normalizes the last axis; merging several normalized dims needs "
              "them dense in logical order (NCHW)";
     return Backend::unsupported_reason(a, layout);
+  }
+
+  /// oneDNN's CPU runtime here is OpenMP (Debian's and tools/build-onednn.sh's builds alike).
+  int threads() const override { return omp_get_max_threads(); }
+  int set_threads(int n) override {
+    omp_set_num_threads(n);
+    return omp_get_max_threads();
   }
 
   RunResult run(const RunArgs& a) override {

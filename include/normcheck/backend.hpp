@@ -115,6 +115,11 @@ class Backend {
   virtual std::optional<std::string> unsupported_reason(const RunArgs& args, Layout layout) const;
   /// Runs one call. Must not throw; errors come back in RunResult.
   virtual RunResult run(const RunArgs& args) = 0;
+  /// Threads one call uses. Default 1: a single-threaded backend.
+  virtual int threads() const { return 1; }
+  /// Asks later calls to use n ≥ 1 threads; returns the count they will use (a single-threaded
+  /// backend returns 1 whatever n is).
+  virtual int set_threads(int /*n*/) { return 1; }
 };
 
 /// Constructs backends by name. The normcheck binary registers the built-in backends; tests

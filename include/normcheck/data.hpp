@@ -35,11 +35,14 @@ struct SuiteCase {
 struct Suite {
   std::string name;
   std::string title;  ///< first line "# title: …"
+  /// "# kind: throughput": shapes for `normcheck bench` (real models, size sweeps), too large for
+  /// routine correctness runs against the multi-precision reference. Default: correctness.
+  bool throughput = false;
   std::vector<SuiteCase> cases;
 };
 
 /// Suite format: one case per line, `DESCRIPTOR  # note`; blank lines and lines starting with '#'
-/// are ignored; "# title: …" names the suite.
+/// are ignored; "# title: …" names the suite; "# kind: throughput" marks a benchmark suite.
 /// name_or_path: a built-in suite name (builtin_suite_names()) or a path to a file.
 /// Throws Error for unknown names, unreadable files and malformed descriptors (with file:line).
 Suite load_suite(std::string_view name_or_path);
