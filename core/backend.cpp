@@ -1,6 +1,7 @@
 #include "normcheck/backend.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -31,6 +32,34 @@ std::unique_ptr<Backend> BackendRegistry::create(const std::string& name) const 
     known.push_back(e.name);
   }
   throw Error(fmt::format("unknown backend '{}'; known: {}", name, fmt::join(known, ", ")));
+}
+
+}  // namespace normcheck
+
+namespace normcheck {
+
+std::string_view to_string(Summation s) {
+  switch (s) {
+    case Summation::recursive: return "recursive";
+    case Summation::pairwise: return "pairwise";
+    case Summation::blocked: return "blocked";
+    case Summation::compensated: return "compensated";
+  }
+  return "?";
+}
+
+double PrecisionProfile::depth(double k) const {
+  k = std::max(k, 1.0);
+  switch (summation) {
+    case Summation::recursive: return k - 1;
+    case Summation::pairwise: return std::ceil(std::log2(k));
+    case Summation::blocked: {
+      const double p = static_cast<double>(std::max<int64_t>(block, 1));
+      return std::ceil(k / p) - 1 + std::ceil(std::log2(p));
+    }
+    case Summation::compensated: return std::min(k - 1, 2.0);
+  }
+  return k - 1;
 }
 
 }  // namespace normcheck

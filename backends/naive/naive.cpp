@@ -1,6 +1,11 @@
 #include "naive.hpp"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <type_traits>
 #include <cstring>
 #include <vector>
 
@@ -39,12 +44,33 @@ struct View {
   }
 };
 
-/// S: storage type of the data tensors (x, y, dy, dx); T: arithmetic and statistics type
-/// (float for f16/bf16 data: f32 accumulation).
+/// v rounded to storage type S (bf16 rounds through float, as every bf16 producer does).
 template <class S, class T>
+S to_storage(T v) {
+  if constexpr (std::is_same_v<S, bf16>)
+    return S(static_cast<float>(v));
+  else
+    return static_cast<S>(v);
+}
+
+/// The partition of one geometry plus the elements of each affine index (for dgamma/dbeta),
+/// contiguous per index in increasing logical order.
+struct Geometry {
+  Partition part;
+  std::vector<int64_t> affine_begin;    ///< num_affine + 1 offsets into affine_members
+  std::vector<int64_t> affine_members;
+};
+
+/// S: storage type of the data tensors (x, y, dy, dx); ST: storage type of the statistics,
+/// gamma/beta and their gradients (the statistics dtype); T: arithmetic type (float for f32, f16
+/// and bf16 data: f32 accumulation; double for f64 data or the compute_f64 variant).
+template <class S, class ST, class T>
 class Kernel {
  public:
-  Kernel(const RunArgs& a, const NaiveFlaws& flaws, const Partition& part) : a_(a), flaws_(flaws), part_(part) {}
+  Kernel(const RunArgs& a, const NaiveFlaws& flaws, const NaiveVariant& variant, const Geometry& geo)
+      : a_(a), flaws_(flaws), variant_(variant), part_(geo.part), geo_(geo) {
+    if (flaws_.gn_affine_per_group && a.op == Op::group_norm) channels_per_group_ = a.dims[1] / a.groups;
+  }
 
   uint32_t run() {
     switch (a_.pass) {
@@ -57,158 +83,237 @@ class Kernel {
   }
 
  private:
-  T gamma(int64_t i) const {
-    return a_.gamma.present() ? View<T>(a_.gamma)[part_.affine_of[i]] : T(1);
+  View<S> data_view(const TensorArg& t) const {
+    View<S> v(t);
+    if (flaws_.ignore_strides) v.dense = true;
+    return v;
   }
-  T beta(int64_t i) const {
-    return a_.beta.present() ? View<T>(a_.beta)[part_.affine_of[i]] : T(0);
+  int64_t affine_index(int64_t i) const { return part_.affine_of[i] / channels_per_group_; }
+  T gamma(int64_t i) const { return a_.gamma.present() ? T(View<ST>(a_.gamma)[affine_index(i)]) : T(1); }
+  T beta(int64_t i) const { return a_.beta.present() ? T(View<ST>(a_.beta)[affine_index(i)]) : T(0); }
+
+  /// Σ term(k) for k in [0, m), in the variant's order. The storage-accumulation flaw rounds a
+  /// recursive accumulator to the data dtype after every addition.
+  template <class F>
+  T reduce(int64_t m, const F& term) const {
+    switch (variant_.summation) {
+      case Summation::pairwise: return pairwise(0, m, term);
+      case Summation::compensated: {  // Neumaier's variant of Kahan summation (Higham 2002 §4.3)
+        T sum = 0, c = 0;
+        for (int64_t k = 0; k < m; ++k) {
+          const T v = term(k), t = sum + v;
+          c += std::fabs(sum) >= std::fabs(v) ? (sum - t) + v : (v - t) + sum;
+          sum = t;
+        }
+        return sum + c;
+      }
+      default: {
+        T sum = 0;
+        for (int64_t k = 0; k < m; ++k) {
+          sum += term(k);
+          if (flaws_.storage_accumulation) sum = T(to_storage<S>(sum));
+        }
+        return sum;
+      }
+    }
   }
-  /// sum += v, in T, or rounded to the storage type when the flaw says so.
-  void accumulate(T& sum, T v) const {
-    sum += v;
-    if (flaws_.storage_accumulation) sum = T(S(sum));
+  template <class F>
+  T pairwise(int64_t lo, int64_t hi, const F& term) const {
+    if (hi - lo == 0) return T(0);
+    if (hi - lo == 1) return term(lo);
+    const int64_t mid = lo + (hi - lo) / 2;
+    return pairwise(lo, mid, term) + pairwise(mid, hi, term);
   }
+
   T inv_std_of(T var, T eps, int64_t m) const {
     if (flaws_.unbiased_normalization && m > 1) var = var * T(m) / T(m - 1);
     if (flaws_.eps_outside_sqrt) return T(1) / (std::sqrt(var) + eps);
     return T(1) / std::sqrt(var + eps);
   }
 
+  /// Mean and biased variance (rms_norm: 0 and the mean square) of set s.
+  std::pair<T, T> moments(const View<S>& x, const int64_t* idx, int64_t m) const {
+    auto xv = [&](int64_t k) { return T(x[idx[k]]); };
+    if (!part_.subtract_mean)
+      return {T(0), reduce(m, [&](int64_t k) { return xv(k) * xv(k); }) / T(m)};
+    if (flaws_.one_pass_variance) {
+      const T mean = reduce(m, xv) / T(m);
+      const T ms = reduce(m, [&](int64_t k) { return xv(k) * xv(k); }) / T(m);
+      return {mean, std::max(ms - mean * mean, T(0))};
+    }
+    if (variant_.welford) {  // Welford 1962: mean_k = mean_{k−1} + d/k, M2 += d·(x − mean_k)
+      T mean = 0, m2 = 0;
+      for (int64_t k = 0; k < m; ++k) {
+        const T d = xv(k) - mean;
+        mean += d / T(k + 1);
+        m2 += d * (xv(k) - mean);
+      }
+      return {mean, m2 / T(m)};
+    }
+    const T mean = reduce(m, xv) / T(m);
+    return {mean, reduce(m, [&](int64_t k) { const T d = xv(k) - mean; return d * d; }) / T(m)};
+  }
+
   uint32_t forward(bool inference) {
-    View<S> x(a_.x), y(a_.y);
+    View<S> x = data_view(a_.x), y = data_view(a_.y);
     const T eps = static_cast<T>(a_.eps);
     const int64_t m = part_.set_size;
     uint32_t produced = kOutY;
     for (int64_t s = 0; s < part_.num_sets; ++s) {
       const int64_t* idx = part_.set_begin(s);
-      T mean = 0, var = 0, r = 0;
+      T mean = 0, r = 0;
       if (inference) {
-        mean = View<T>(a_.running_mean)[s];
-        r = T(1) / std::sqrt(View<T>(a_.running_var)[s] + eps);
+        mean = T(View<ST>(a_.running_mean)[s]);
+        r = T(1) / std::sqrt(T(View<ST>(a_.running_var)[s]) + eps);
       } else {
-        if (part_.subtract_mean) {
-          T sum = 0;
-          for (int64_t k = 0; k < m; ++k) accumulate(sum, T(x[idx[k]]));
-          mean = sum / T(m);
-        }
-        T ss = 0;
-        for (int64_t k = 0; k < m; ++k) {
-          const T d = T(x[idx[k]]) - mean;
-          accumulate(ss, d * d);
-        }
-        var = ss / T(m);
+        T var;
+        std::tie(mean, var) = moments(x, idx, m);
         r = inv_std_of(var, eps, m);
         if (a_.mean.present() && part_.subtract_mean) {
-          View<T>(a_.mean)[s] = mean;
+          View<ST>(a_.mean)[s] = ST(mean);
           produced |= kOutMean;
         }
         if (a_.variance.present()) {
-          View<T>(a_.variance)[s] = var;
+          View<ST>(a_.variance)[s] = ST(var);
           produced |= kOutVariance;
         }
         if (a_.inv_std.present()) {
-          View<T>(a_.inv_std)[s] = r;
+          View<ST>(a_.inv_std)[s] = ST(r);
           produced |= kOutInvStd;
         }
         if (a_.running_mean.present() && a_.running_var.present()) {
-          T f = static_cast<T>(a_.batch_weight);
-          if (flaws_.swapped_momentum) f = T(1) - f;
-          update_running_stats(View<T>(a_.running_mean)[s], View<T>(a_.running_var)[s], mean, var, f, m,
-                               a_.running_var_unbiased != 0);
+          ST f = static_cast<ST>(a_.batch_weight);
+          if (flaws_.swapped_momentum) f = ST(1) - f;
+          const bool unbiased = a_.running_var_unbiased != 0 && !flaws_.biased_running_var;
+          update_running_stats(View<ST>(a_.running_mean)[s], View<ST>(a_.running_var)[s], ST(mean), ST(var), f,
+                               m, unbiased);
           produced |= kOutRunningMean | kOutRunningVar;
         }
       }
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx[k];
-        y[i] = S(gamma(i) * ((T(x[i]) - mean) * r) + beta(i));
+        y[i] = to_storage<S>(gamma(i) * ((T(x[i]) - mean) * r) + beta(i));
       }
     }
     return produced;
   }
 
   uint32_t backward() {
-    View<S> x(a_.x), dy(a_.dy), dx(a_.dx);
+    View<S> x = data_view(a_.x), dy = data_view(a_.dy), dx = data_view(a_.dx);
     const T eps = static_cast<T>(a_.eps);
     const bool global = a_.pass == Pass::backward_inference;
     const int64_t m = part_.set_size;
-    std::vector<T> dgamma(part_.num_affine, T(0)), dbeta(part_.num_affine, T(0));
+    std::vector<T> mean_s(part_.num_sets), r_s(part_.num_sets);
+    for (int64_t s = 0; s < part_.num_sets; ++s) {
+      if (global) {
+        mean_s[s] = T(View<ST>(a_.running_mean)[s]);
+        r_s[s] = T(1) / std::sqrt(T(View<ST>(a_.running_var)[s]) + eps);
+      } else {
+        mean_s[s] = part_.subtract_mean ? T(View<ST>(a_.mean)[s]) : T(0);
+        r_s[s] = T(View<ST>(a_.inv_std)[s]);
+      }
+    }
+    // dgamma[j] = Σ dy·x̂ and dbeta[j] = Σ dy over the elements of affine index j, first: in place,
+    // dx is written over dy.
+    uint32_t produced = kOutDx;
+    const std::vector<int64_t>& sets = set_of();
+    auto xh = [&](int64_t i) { return (T(x[i]) - mean_s[sets[i]]) * r_s[sets[i]]; };
+    if (a_.dgamma.present() || a_.dbeta.present()) {
+      for (int64_t j = 0; j < part_.num_affine; ++j) {
+        const int64_t* members = geo_.affine_members.data() + geo_.affine_begin[j];
+        const int64_t count = geo_.affine_begin[j + 1] - geo_.affine_begin[j];
+        if (a_.dgamma.present())
+          View<ST>(a_.dgamma)[j] = ST(reduce(count, [&](int64_t k) {
+            const int64_t i = members[k];
+            return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[sets[i]] : T(dy[i]) * xh(i);
+          }));
+        if (a_.dbeta.present())
+          View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members[k]]); }));
+      }
+      if (a_.dgamma.present()) produced |= kOutDgamma;
+      if (a_.dbeta.present()) produced |= kOutDbeta;
+    }
+    std::vector<T> out(static_cast<size_t>(m));
     for (int64_t s = 0; s < part_.num_sets; ++s) {
       const int64_t* idx = part_.set_begin(s);
-      T mean, r;
-      if (global) {
-        mean = View<T>(a_.running_mean)[s];
-        r = T(1) / std::sqrt(View<T>(a_.running_var)[s] + eps);
-      } else {
-        mean = part_.subtract_mean ? View<T>(a_.mean)[s] : T(0);
-        r = View<T>(a_.inv_std)[s];
-      }
-      T sum_g = 0, sum_gx = 0;
+      const T r = r_s[s];
+      auto g = [&](int64_t i) { return T(dy[i]) * gamma(i); };
+      const T a = part_.subtract_mean ? reduce(m, [&](int64_t k) { return g(idx[k]); }) / T(m) : T(0);
+      const T b = reduce(m, [&](int64_t k) { return g(idx[k]) * xh(idx[k]); }) / T(m);
+      // The whole set is read before any of its dx is written (dx may be dy).
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx[k];
-        const T xh = (T(x[i]) - mean) * r;
-        const T g = T(dy[i]) * gamma(i);
-        sum_g += g;
-        sum_gx += g * xh;
-        dgamma[part_.affine_of[i]] += T(dy[i]) * xh;
-        dbeta[part_.affine_of[i]] += T(dy[i]);
+        out[static_cast<size_t>(k)] = global ? r * g(i) : r * (g(i) - a - xh(i) * b);
       }
-      const T a = part_.subtract_mean ? sum_g / T(m) : T(0);
-      const T b = sum_gx / T(m);
-      for (int64_t k = 0; k < m; ++k) {
-        const int64_t i = idx[k];
-        const T g = T(dy[i]) * gamma(i);
-        if (global) {
-          dx[i] = S(r * g);
-        } else {
-          const T xh = (T(x[i]) - mean) * r;
-          dx[i] = S(r * (g - a - xh * b));
-        }
-      }
-    }
-    uint32_t produced = kOutDx;
-    if (a_.dgamma.present()) {
-      View<T> dg(a_.dgamma);
-      for (int64_t j = 0; j < part_.num_affine; ++j) dg[j] = dgamma[j];
-      produced |= kOutDgamma;
-    }
-    if (a_.dbeta.present()) {
-      View<T> db(a_.dbeta);
-      for (int64_t j = 0; j < part_.num_affine; ++j) db[j] = dbeta[j];
-      produced |= kOutDbeta;
+      for (int64_t k = 0; k < m; ++k) dx[idx[k]] = to_storage<S>(out[static_cast<size_t>(k)]);
     }
     return produced;
   }
 
+  /// The reduction set of every element.
+  const std::vector<int64_t>& set_of() {
+    if (sets_.empty()) {
+      sets_.resize(static_cast<size_t>(part_.numel));
+      for (int64_t s = 0; s < part_.num_sets; ++s)
+        for (int64_t k = 0; k < part_.set_size; ++k) sets_[static_cast<size_t>(part_.set_begin(s)[k])] = s;
+    }
+    return sets_;
+  }
+
   const RunArgs& a_;
   NaiveFlaws flaws_;
+  NaiveVariant variant_;
   const Partition& part_;
+  const Geometry& geo_;
+  int64_t channels_per_group_ = 1;
+  std::vector<int64_t> sets_;
 };
 
 class NaiveBackend final : public Backend {
  public:
-  NaiveBackend(NaiveFlaws flaws, std::string name) : flaws_(flaws), name_(std::move(name)) {}
+  NaiveBackend(NaiveFlaws flaws, std::string name, NaiveVariant variant)
+      : flaws_(flaws), variant_(variant), name_(std::move(name)) {}
   std::string name() const override { return name_; }
   std::string version() const override { return std::string("normcheck ") + kVersion; }
   std::string description() const override {
-    return "textbook two-pass normalization, recursive sums in f32 (f32, f16, bf16 data) or f64";
+    std::string d = variant_.welford ? "Welford (one-pass updating) normalization" : "textbook two-pass normalization";
+    d += fmt::format(", {} sums", to_string(variant_.summation));
+    d += variant_.compute_f64 ? " in f64 for every dtype" : " in f32 (f32, f16, bf16 data) or f64";
+    return d;
   }
   Capabilities capabilities() const override {
-    return {{std::begin(kAllOps), std::end(kAllOps)},
-            {std::begin(kAllPasses), std::end(kAllPasses)},
-            {DType::f32, DType::f64, DType::f16, DType::bf16},
-            {Layout::nchw, Layout::nhwc},
-            {"f32 and f64: everything in the data dtype, including the running statistics",
-             "f16 and bf16: stored in 16 bits, computed and accumulated in f32, statistics in f32"}};
+    Capabilities c{{std::begin(kAllOps), std::end(kAllOps)},
+                   {std::begin(kAllPasses), std::end(kAllPasses)},
+                   {DType::f32, DType::f64, DType::f16, DType::bf16},
+                   {Layout::nchw, Layout::nhwc},
+                   {variant_.compute_f64 ? "arithmetic in f64, statistics stored in the statistics dtype"
+                                         : "f32 and f64: everything in the data dtype, including the running statistics",
+                    "f16 and bf16: stored in 16 bits, computed and accumulated in f32, statistics in f32",
+                    "running statistics: the convention normcheck passes (batch_weight, Bessel flag)"},
+                   "",
+                   {}};
+    c.precision.summation = variant_.summation;
+    return c;
   }
   RunResult run(const RunArgs& a) override {
     RunResult r;
     try {
-      const Partition& part = partition_of(a);
+      const Geometry& geo = geometry_of(a);
+      const bool f64 = variant_.compute_f64;
       switch (a.x.dtype) {
-        case DType::f64: r.produced = Kernel<double, double>(a, flaws_, part).run(); break;
-        case DType::f32: r.produced = Kernel<float, float>(a, flaws_, part).run(); break;
-        case DType::f16: r.produced = Kernel<f16, float>(a, flaws_, part).run(); break;
-        case DType::bf16: r.produced = Kernel<bf16, float>(a, flaws_, part).run(); break;
+        case DType::f64: r.produced = Kernel<double, double, double>(a, flaws_, variant_, geo).run(); break;
+        case DType::f32:
+          r.produced = f64 ? Kernel<float, float, double>(a, flaws_, variant_, geo).run()
+                           : Kernel<float, float, float>(a, flaws_, variant_, geo).run();
+          break;
+        case DType::f16:
+          r.produced = f64 ? Kernel<f16, float, double>(a, flaws_, variant_, geo).run()
+                           : Kernel<f16, float, float>(a, flaws_, variant_, geo).run();
+          break;
+        case DType::bf16:
+          r.produced = f64 ? Kernel<bf16, float, double>(a, flaws_, variant_, geo).run()
+                           : Kernel<bf16, float, float>(a, flaws_, variant_, geo).run();
+          break;
       }
     } catch (const std::exception& e) {
       r.ok = false;
@@ -218,9 +323,9 @@ class NaiveBackend final : public Backend {
   }
 
  private:
-  /// The partition of the last call's geometry, kept for the next call (a benchmark repeats one
-  /// geometry; building the partition is O(numel) work the kernel proper does not need).
-  const Partition& partition_of(const RunArgs& a) {
+  /// The geometry of the last call, kept for the next call (a benchmark repeats one geometry;
+  /// building the partition is O(numel) work the kernel proper does not need).
+  const Geometry& geometry_of(const RunArgs& a) {
     Problem p;
     p.op = a.op;
     p.dims.assign(a.dims, a.dims + a.rank);
@@ -228,18 +333,26 @@ class NaiveBackend final : public Backend {
     p.groups = a.groups;
     if (!(cached_op_ == p.op && cached_dims_ == p.dims && cached_norm_dims_ == p.norm_dims &&
           cached_groups_ == p.groups)) {
-      part_ = make_partition(p);
+      geo_.part = make_partition(p);
+      const Partition& part = geo_.part;
+      geo_.affine_begin.assign(static_cast<size_t>(part.num_affine + 1), 0);
+      for (int64_t i = 0; i < part.numel; ++i) ++geo_.affine_begin[static_cast<size_t>(part.affine_of[i] + 1)];
+      for (int64_t j = 0; j < part.num_affine; ++j) geo_.affine_begin[j + 1] += geo_.affine_begin[j];
+      geo_.affine_members.resize(static_cast<size_t>(part.numel));
+      std::vector<int64_t> fill(geo_.affine_begin.begin(), geo_.affine_begin.end() - 1);
+      for (int64_t i = 0; i < part.numel; ++i) geo_.affine_members[static_cast<size_t>(fill[part.affine_of[i]]++)] = i;
       cached_op_ = p.op;
       cached_dims_ = p.dims;
       cached_norm_dims_ = p.norm_dims;
       cached_groups_ = p.groups;
     }
-    return part_;
+    return geo_;
   }
 
   NaiveFlaws flaws_;
+  NaiveVariant variant_;
   std::string name_;
-  Partition part_;
+  Geometry geo_;
   Op cached_op_ = Op::batch_norm;
   std::vector<int64_t> cached_dims_;
   int cached_norm_dims_ = 0;
@@ -248,8 +361,8 @@ class NaiveBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_naive_backend(NaiveFlaws flaws, std::string name) {
-  return std::make_unique<NaiveBackend>(flaws, std::move(name));
+std::unique_ptr<Backend> make_naive_backend(NaiveFlaws flaws, std::string name, NaiveVariant variant) {
+  return std::make_unique<NaiveBackend>(flaws, std::move(name), variant);
 }
 
 }  // namespace normcheck

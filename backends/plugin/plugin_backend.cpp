@@ -106,9 +106,15 @@ class PluginBackend final : public Backend {
     static constexpr const char* kSum[] = {"not declared", "recursive", "pairwise", "blocked", "compensated"};
     const int sum = p_->summation >= 0 && p_->summation <= 4 ? p_->summation : 0;
     const int acc = p_->accumulation_dtype;
+    if (sum == NC_SUM_PAIRWISE) c.precision.summation = Summation::pairwise;
+    if (sum == NC_SUM_COMPENSATED) c.precision.summation = Summation::compensated;
+    // NC_SUM_BLOCKED carries no block count in ABI 1.0: budgeted as recursive, the safe depth.
+    if (acc == static_cast<int>(DType::f16) || acc == static_cast<int>(DType::bf16))
+      c.precision.accumulation = static_cast<DType>(acc);
+    if (p_->convention) c.convention = p_->convention;
     c.notes.push_back(fmt::format(
-        "declares: running statistics {}, accumulation {}, summation {} (recorded, not yet used by the "
-        "comparison)",
+        "declares: running statistics {}, accumulation {}, summation {} (the error budget uses the "
+        "summation and a 16-bit accumulation; blocked without a block count is budgeted as recursive)",
         p_->convention ? fmt::format("by the {} convention", p_->convention) : std::string("as normcheck asks"),
         acc >= 0 && acc <= 3 ? std::string(to_string(static_cast<DType>(acc))) : std::string("not declared"),
         kSum[sum]));

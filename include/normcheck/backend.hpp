@@ -87,6 +87,32 @@ struct RunResult {
   uint32_t produced = 0;  ///< Output bits
 };
 
+/// How a backend orders its reductions (shared/research/tolerance-model.md §1). The error
+/// budget of a sum of k terms grows with the depth h of its summation tree.
+enum class Summation : int32_t {
+  recursive,    ///< one accumulator: h = k − 1 (also Welford and any unknown order: the worst case)
+  pairwise,     ///< a balanced tree: h = ⌈log2 k⌉
+  blocked,      ///< P partial accumulators, then a tree: h = ⌈k/P⌉ − 1 + ⌈log2 P⌉
+  compensated,  ///< Kahan/Neumaier: |error| ≤ (2u + O(k·u²))·Σ|x|, i.e. h = 2 (Higham 2002 §4.3)
+};
+std::string_view to_string(Summation);
+
+/// The precision profile a backend declares; the error budget is computed for it
+/// (docs/comparison.md "Precision profiles"). Defaults are the most permissive correct kernel:
+/// recursive sums in the statistics dtype, a correctly rounded sqrt and divide.
+struct PrecisionProfile {
+  Summation summation = Summation::recursive;
+  int64_t block = 0;       ///< blocked: number of partial accumulators P (≥ 1)
+  /// ρ: relative error of the inverse square root in units of u (2 for sqrt then divide, each
+  /// correctly rounded; 2q for an rsqrt accurate to q ulp, e.g. 4 for CUDA's rsqrtf).
+  double rsqrt_error = 2;
+  /// Dtype of the reductions when coarser than the statistics dtype (an f16 accumulator);
+  /// std::nullopt: the statistics dtype (f32 for f16/bf16 data).
+  std::optional<DType> accumulation;
+  /// Depth h of a sum of k terms under this profile. k ≥ 1.
+  double depth(double k) const;
+};
+
 /// What a backend can run. "Unsupported" is an answer (reported as UNSUPPORTED with the
 /// reason), never an error.
 struct Capabilities {
@@ -98,6 +124,10 @@ struct Capabilities {
   /// `normcheck list` and reports (e.g. "running statistics: normcheck's arithmetic on oneDNN's
   /// mean and variance").
   std::vector<std::string> notes;
+  /// The running-statistics convention the backend follows natively (conventions/conventions.json
+  /// name), or "" when it follows whatever RunArgs asks for (naive) or keeps none (oneDNN).
+  std::string convention;
+  PrecisionProfile precision;
 };
 
 class Backend {
