@@ -2,6 +2,8 @@
 // (first-order error bounds; Higham 2002 §3.1 and §4.2 for γ_k and summation depth).
 #include "normcheck/compare.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -15,11 +17,24 @@ namespace normcheck {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kSafety = 2.0;  // s in tolerance-model.md §0
-constexpr double kRho = 2.0;     // inverse sqrt as correctly rounded sqrt + divide (§1)
 
 /// γ_k = k·u/(1 − k·u) (Higham 2002, Lemma 3.1); ∞ when k·u ≥ 1.
 double gamma_k(double k, double u) { return k * u < 1 ? k * u / (1 - k * u) : kInf; }
+
+/// The arithmetic of one budget: unit roundoff u, safety factor s, the ρ of the inverse sqrt,
+/// the summation depth of the declared profile, and γ (worst case) or γ̃ (probabilistic).
+struct Model {
+  double u = 0;
+  double s = 2;      ///< tolerance-model.md §0: 2 for the verdict, 1 for the WARN tier
+  double rho = 2;    ///< §1: 2 for a correctly rounded sqrt then divide
+  double lambda = 0; ///< > 0: probabilistic, γ̃_k = exp(λ√k·u + k·u²/(1−u)) − 1 (Higham & Mary 2019)
+  PrecisionProfile profile;
+  double depth(double k) const { return profile.depth(k); }
+  double gam(double k) const {
+    if (lambda <= 0) return gamma_k(k, u);
+    return std::expm1(lambda * std::sqrt(std::max(k, 0.0)) * u + k * u * u / (1 - u));
+  }
+};
 
 /// The bits of v rounded to t, as a signed integer that orders like the values do
 /// (sign-magnitude folded onto two's complement), so that a difference counts ULPs of t.
@@ -83,19 +98,18 @@ struct SetBounds {
   double delta_r = 0;  ///< δ_r: relative error of r = 1/sqrt(v + eps)
 };
 
-SetBounds set_bounds(bool subtract_mean, double m, double u, double mean, double var, double r,
+SetBounds set_bounds(const Model& md, bool subtract_mean, double m, double mean, double var, double r,
                      double m1, double minf) {
   SetBounds b;
-  const double h = m - 1;  // depth of a recursive sum: the worst case over all summation orders
+  const double h = md.depth(m), u = md.u;
   if (subtract_mean) {
-    b.e_mean = gamma_k(h + 4, u) * m1 + 4 * u * minf + u * std::fabs(mean);
-    b.d_var = gamma_k(h + 4, u) * var + 3 * gamma_k(h + 4, u) * minf * std::sqrt(var) +
-              1.01 * b.e_mean * b.e_mean + u * var;
+    b.e_mean = md.gam(h + 4) * m1 + 4 * u * minf + u * std::fabs(mean);
+    b.d_var = md.gam(h + 4) * var + 3 * md.gam(h + 4) * minf * std::sqrt(var) + 1.01 * b.e_mean * b.e_mean + u * var;
   } else {
-    b.d_var = gamma_k(h + 2, u) * var + u * var;
+    b.d_var = md.gam(h + 2) * var + u * var;
   }
   const double rel = std::min(b.d_var * r * r, 0.99);
-  b.delta_r = (std::isfinite(rel) ? 1 / std::sqrt(1 - rel) - 1 : kInf) + (kRho + 1.5) * u;
+  b.delta_r = (std::isfinite(rel) ? 1 / std::sqrt(1 - rel) - 1 : kInf) + (md.rho + 1.5) * u;
   return b;
 }
 
@@ -122,14 +136,29 @@ double condition_number(const ReferenceResult& ref) {
   return k;
 }
 
+std::string_view to_string(BudgetTerm t) {
+  switch (t) {
+    case BudgetTerm::mean_shift: return "mean shift";
+    case BudgetTerm::inv_std: return "inv_std";
+    case BudgetTerm::fold_cancellation: return "fold/cancellation";
+    case BudgetTerm::element_rounding: return "element rounding";
+    case BudgetTerm::output_rounding: return "output rounding";
+    case BudgetTerm::reduction: return "reduction";
+    case BudgetTerm::running_update: return "running update";
+  }
+  return "?";
+}
+
 TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
                                 const std::vector<double>& ref, const std::vector<double>& got,
-                                const std::vector<double>& tol, bool undefined_all) {
+                                const TensorBudget& budget, bool undefined_all) {
   TensorComparison c;
   c.name = std::move(name);
   c.dtype = dtype;
   c.dims = std::move(dims);
   c.numel = static_cast<int64_t>(ref.size());
+  const std::vector<double>& tol = *budget.worst_case;
+  auto term_of = [&](int64_t i) { return budget.terms ? (*budget.terms)[i] : budget.term; };
   for (int64_t i = 0; i < c.numel; ++i) {
     const double r = ref[i], g = got[i];
     if (undefined_all) {
@@ -139,34 +168,69 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
     double ratio;
     double err = std::fabs(g - r);
     if (!std::isfinite(r) || !std::isfinite(g)) {
-      const bool same = (std::isnan(r) && std::isnan(g)) || (std::isinf(r) && r == g);
+      const bool same = (std::isnan(r) && std::isnan(g)) || (std::isinf(r) && (r == g || std::isnan(g)));
       if (!same) ++c.nonfinite_mismatch;
       ratio = same ? 0 : kInf;
       err = same ? 0 : kInf;
+      if (!same) c.worst_ratio_prob = c.worst_ratio_acc = kInf;
     } else {
       ratio = tol[i] > 0 ? err / tol[i] : (err > 0 ? kInf : 0);
       if (err > tol[i]) ++c.over_tolerance;
       c.max_abs_err = std::fmax(c.max_abs_err, err);
       if (r != 0) c.max_rel_err = std::fmax(c.max_rel_err, err / std::fabs(r));
+      if (budget.probabilistic) {
+        const double tp = (*budget.probabilistic)[i];
+        c.worst_ratio_prob = std::fmax(c.worst_ratio_prob, tp > 0 ? err / tp : (err > 0 ? kInf : 0));
+      }
+      const double hull = half_ulp(dtype, r), rest = tol[i] - hull;
+      const double acc = std::fmax(0.0, err - hull);
+      c.worst_ratio_acc = std::fmax(c.worst_ratio_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
     }
     c.max_ulp = std::fmax(c.max_ulp, ulp_distance(dtype, r, g));
     if (c.worst.index < 0 || ratio > c.worst_ratio) {
       c.worst_ratio = ratio;
       c.worst = {i, coords_of(i, c.dims), g, r, err, tol[i]};
+      // The output rounding dominates where it is at least half of the tolerance.
+      c.dominant = std::isfinite(r) && 2 * half_ulp(dtype, r) >= tol[i] ? BudgetTerm::output_rounding : term_of(i);
     }
   }
   c.pass = c.over_tolerance == 0 && c.nonfinite_mismatch == 0;
+  c.warn = c.pass && c.worst_ratio_prob > 1;
   return c;
 }
 
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                           const ReferenceResult& ref) {
+                           const ReferenceResult& ref, const BudgetModel& model) {
   Tolerances t;
   // u is the roundoff of the arithmetic, not of the storage: f16/bf16 data are computed with f32
-  // accumulation (tolerance-model.md §3.3), and their output rounding is the half-ulp term.
+  // accumulation (tolerance-model.md §3.3), and their output rounding is the half-ulp term. A
+  // profile that declares a 16-bit accumulator is budgeted with that accumulator's u.
   const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
-  const double u = unit_roundoff(sdt);
+  Model md;
+  md.profile = model.profile;
+  md.u = unit_roundoff(sdt);
+  if (model.profile.accumulation) md.u = std::max(md.u, unit_roundoff(*model.profile.accumulation));
+  md.rho = model.profile.rsqrt_error;
+  const double u = md.u;
   const double m = static_cast<double>(part.set_size);
+  const double n_aff_all = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
+  // Certifiability (§1): the longest reduction of the case under the declared order.
+  const double h_max = std::max(md.depth(m), is_backward(p.pass) ? md.depth(n_aff_all) : 0.0);
+  if ((h_max + 4) * u > 0.05) {
+    t.certifiable = false;
+    t.not_certifiable_reason = fmt::format(
+        "{} sums of {} terms in {} have depth h = {:.0f}: (h + 4)·u = {:.3g} > 0.05, so no first-order error "
+        "bound holds at this size (tolerance-model.md §1)",
+        to_string(md.profile.summation), static_cast<int64_t>(std::max(m, is_backward(p.pass) ? n_aff_all : 0.0)),
+        model.profile.accumulation ? to_string(*model.profile.accumulation) : to_string(sdt), h_max, (h_max + 4) * u);
+  }
+  if (model.probabilistic) {
+    md.s = 1;
+    const double checked = static_cast<double>(part.numel);
+    md.lambda = std::sqrt(2 * std::log(2 * std::max(h_max, 1.0) * checked / model.p_fail));
+    t.lambda = md.lambda;
+  }
+  const double kSafety = md.s;
   const auto sets = set_index(part);
   const std::vector<double>& x = in.batches.back();
   const SetStats& st = ref.batch_stats.back();
@@ -178,7 +242,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
 
   std::vector<SetBounds> bounds(part.num_sets);
   for (int64_t s = 0; s < part.num_sets; ++s)
-    bounds[s] = set_bounds(part.subtract_mean, m, u, st.mean[s], st.variance[s], st.inv_std[s],
+    bounds[s] = set_bounds(md, part.subtract_mean, m, st.mean[s], st.variance[s], st.inv_std[s],
                            st.mean_abs[s], st.max_abs[s]);
 
   // Running statistics after the training steps (§2.7): e_k = (1−f)·e_{k−1} + A_k.
@@ -194,7 +258,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
       double rm_mag = std::fabs(in.running_mean[c]), rv_mag = std::fabs(in.running_var[c]);
       for (size_t k = 0; k < n_train; ++k) {
         const SetStats& sk = ref.batch_stats[k];
-        const SetBounds bk = set_bounds(true, m, u, sk.mean[c], sk.variance[c], sk.inv_std[c],
+        const SetBounds bk = set_bounds(md, true, m, sk.mean[c], sk.variance[c], sk.inv_std[c],
                                         sk.mean_abs[c], sk.max_abs[c]);
         rm_mag = std::fmax(rm_mag, std::fabs(sk.mean[c]));
         rv_mag = std::fmax(rv_mag, sk.variance[c] * bessel);
@@ -215,6 +279,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   if (p.pass == Pass::forward_training || p.pass == Pass::forward_inference) {
     const bool running = p.pass == Pass::forward_inference;
     t.y.resize(n);
+    t.y_terms.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t s = sets[i];
       double mu, r, e_mu, delta_r;
@@ -223,7 +288,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
         const double v = ref.used_running_var[s];
         r = 1 / std::sqrt(v + in.eps);
         e_mu = e_rm[s] + u * std::fabs(mu);
-        delta_r = 0.5 * (e_rv[s] + u * v) * r * r + (kRho + 1.5) * u;
+        delta_r = 0.5 * (e_rv[s] + u * v) * r * r + (md.rho + 1.5) * u;
       } else {
         mu = st.mean[s];
         r = st.inv_std[s];
@@ -232,9 +297,12 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
       }
       const double g = std::fabs(gamma_of(i));
       const double xhat = (x[i] - mu) * r;
-      const double a = g * r * (e_mu + 2 * u * (std::fabs(x[i]) + std::fabs(mu))) +
-                       g * std::fabs(xhat) * (delta_r + 3 * u) + u * std::fabs(beta_of(i));
+      // §2.4, term by term; the largest is reported as the dominant one.
+      const double terms[] = {g * r * e_mu, g * std::fabs(xhat) * delta_r, g * r * 2 * u * (std::fabs(x[i]) + std::fabs(mu)),
+                              g * std::fabs(xhat) * 3 * u + u * std::fabs(beta_of(i))};
+      const double a = terms[0] + terms[1] + terms[2] + terms[3];
       t.y[i] = kSafety * a + half_ulp(dt, ref.y[i]);
+      t.y_terms[i] = static_cast<BudgetTerm>(std::max_element(std::begin(terms), std::end(terms)) - std::begin(terms));
     }
     if (p.pass == Pass::forward_training) {
       t.mean.resize(part.num_sets);
@@ -260,7 +328,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     mu_s[s] = global ? ref.used_running_mean[s] : st.mean[s];
     r_s[s] = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
   }
-  const double delta_r = (kRho + 2.5) * u;
+  const double delta_r = (md.rho + 2.5) * u;
   std::vector<double> xhat(n), g(n);
   for (int64_t i = 0; i < n; ++i) {
     xhat[i] = (x[i] - mu_s[sets[i]]) * r_s[sets[i]];
@@ -271,7 +339,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     for (int64_t i = 0; i < n; ++i)
       t.dx[i] = kSafety * std::fabs(ref.dx[i]) * (delta_r + 3 * u) + half_ulp(dt, ref.dx[i]);
   } else {
-    const double h = m - 1;
+    const double h = md.depth(m);
     for (int64_t s = 0; s < part.num_sets; ++s) {
       const int64_t* idx = part.set_begin(s);
       double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
@@ -287,10 +355,10 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
       a /= m, b /= m, g1 /= m, gx /= m, gxabs /= m;
       const double r = r_s[s], mu = mu_s[s];
       const double e_mu = u * std::fabs(mu);
-      const double da = gamma_k(h + 2, u) * g1;
+      const double da = md.gam(h + 2) * g1;
       // x̂-form and x-form (dx = A·g + B·x + C) kernels alike: the latter adds γ_{h+3}·r(GX + |μ|G1).
-      const double db = gamma_k(h + 3, u) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
-                        gamma_k(h + 3, u) * r * (gxabs + std::fabs(mu) * g1);
+      const double db = md.gam(h + 3) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
+                        md.gam(h + 3) * r * (gxabs + std::fabs(mu) * g1);
       for (int64_t k = 0; k < part.set_size; ++k) {
         const int64_t i = idx[k];
         const double xi = r * e_mu + std::fabs(xhat[i]) * (delta_r + 2 * u);
@@ -314,7 +382,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   if (!ref.dgamma.empty()) {
     t.dgamma.resize(part.num_affine);
     for (int64_t j = 0; j < part.num_affine; ++j) {
-      const double A = gamma_k(n_aff + 2, u) * (s_dyx[j] + s_xform[j]) + s_dy[j] +
+      const double A = md.gam(md.depth(n_aff) + 2) * (s_dyx[j] + s_xform[j]) + s_dy[j] +
                        (delta_r + 2 * u) * s_dyx[j];
       t.dgamma[j] = kSafety * A + half_ulp(sdt, ref.dgamma[j]);
     }
@@ -324,7 +392,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     std::vector<double> s_abs_dy(part.num_affine, 0);
     for (int64_t i = 0; i < n; ++i) s_abs_dy[part.affine_of[i]] += std::fabs(dy[i]);
     for (int64_t j = 0; j < part.num_affine; ++j)
-      t.dbeta[j] = kSafety * gamma_k(n_aff, u) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
+      t.dbeta[j] = kSafety * md.gam(md.depth(n_aff)) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
   }
   return t;
 }

@@ -25,6 +25,8 @@ std::string_view to_string(Verdict v) {
     case Verdict::crash: return "CRASH";
     case Verdict::timeout: return "TIMEOUT";
     case Verdict::overrun: return "OVERRUN";
+    case Verdict::warn: return "WARN";
+    case Verdict::not_certifiable: return "NOT_CERTIFIABLE";
   }
   return "?";
 }
@@ -39,7 +41,10 @@ struct Slot {
   Tensor* got;
   const std::vector<double>* ref;
   const std::vector<double>* tol;
+  const std::vector<double>* tol_prob;
   bool required;
+  BudgetTerm term;
+  const std::vector<BudgetTerm>* terms = nullptr;
 };
 
 std::string dump_dir_name(const std::string& descriptor) {
@@ -103,7 +108,13 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   rin.running_var_unbiased = args.running_var_unbiased;
   const ReferenceResult ref = reference_run(p, part, rin, opt.reference_bits);
   res.condition_number = condition_number(ref);
-  const Tolerances tol = make_tolerances(p, part, rin, ref);
+  // The budgets for the backend's declared precision profile: worst case (the verdict) and
+  // probabilistic (the WARN tier); docs/comparison.md.
+  BudgetModel model;
+  model.profile = backend.capabilities().precision;
+  const Tolerances tol = make_tolerances(p, part, rin, ref, model);
+  model.probabilistic = true;
+  const Tolerances tol_prob = make_tolerances(p, part, rin, ref, model);
 
   const auto sshape = stats_shape(p);
   const auto ashape = affine_shape(p);
@@ -169,16 +180,22 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   Tensor& dx_out = p.inplace ? in.dy : dx;
   const bool track = bn && (p.pass == Pass::forward_training || (p.pass == Pass::forward_inference && p.steps > 0));
   const bool rms = p.op == Op::rms_norm;
+  using BT = BudgetTerm;
   std::vector<Slot> slots = {
-      {"y", kOutY, &y_out, &ref.y, &tol.y, fwd},
-      {"mean", kOutMean, &mean, &ref.mean, &tol.mean, false},
-      {rms ? "mean_square" : "variance", kOutVariance, &variance, &ref.variance, &tol.variance, false},
-      {rms ? "inv_rms" : "inv_std", kOutInvStd, &inv_std, &ref.inv_std, &tol.inv_std, false},
-      {"running_mean", kOutRunningMean, &running_mean, &ref.running_mean, &tol.running_mean, track},
-      {"running_var", kOutRunningVar, &running_var, &ref.running_var, &tol.running_var, track},
-      {"dx", kOutDx, &dx_out, &ref.dx, &tol.dx, !fwd},
-      {"dgamma", kOutDgamma, &dgamma, &ref.dgamma, &tol.dgamma, !fwd && p.affine},
-      {"dbeta", kOutDbeta, &dbeta, &ref.dbeta, &tol.dbeta, !fwd && p.affine && part.has_beta},
+      {"y", kOutY, &y_out, &ref.y, &tol.y, &tol_prob.y, fwd, BT::element_rounding, &tol.y_terms},
+      {"mean", kOutMean, &mean, &ref.mean, &tol.mean, &tol_prob.mean, false, BT::reduction},
+      {rms ? "mean_square" : "variance", kOutVariance, &variance, &ref.variance, &tol.variance, &tol_prob.variance,
+       false, BT::reduction},
+      {rms ? "inv_rms" : "inv_std", kOutInvStd, &inv_std, &ref.inv_std, &tol.inv_std, &tol_prob.inv_std, false,
+       BT::inv_std},
+      {"running_mean", kOutRunningMean, &running_mean, &ref.running_mean, &tol.running_mean,
+       &tol_prob.running_mean, track, BT::running_update},
+      {"running_var", kOutRunningVar, &running_var, &ref.running_var, &tol.running_var, &tol_prob.running_var,
+       track, BT::running_update},
+      {"dx", kOutDx, &dx_out, &ref.dx, &tol.dx, &tol_prob.dx, !fwd, BT::reduction},
+      {"dgamma", kOutDgamma, &dgamma, &ref.dgamma, &tol.dgamma, &tol_prob.dgamma, !fwd && p.affine, BT::reduction},
+      {"dbeta", kOutDbeta, &dbeta, &ref.dbeta, &tol.dbeta, &tol_prob.dbeta, !fwd && p.affine && part.has_beta,
+       BT::reduction},
   };
   std::vector<std::string> missing;
   for (const Slot& s : slots) {
@@ -188,8 +205,10 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
       continue;
     }
     const bool undefined = s.bit == kOutRunningVar && ref.running_var_undefined;
-    res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref,
-                                         s.got->to_vector(), *s.tol, undefined));
+    const TensorBudget budget{s.tol, s.tol_prob->size() == s.tol->size() ? s.tol_prob : nullptr,
+                              s.terms && s.terms->size() == s.tol->size() ? s.terms : nullptr, s.term};
+    res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref, s.got->to_vector(),
+                                         budget, undefined));
   }
 
   if (!opt.dump_dir.empty()) {
@@ -235,6 +254,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
       reason += fmt::format("{}backend did not produce {}", reason.empty() ? "" : "; ", fmt::join(missing, ", "));
     return finish(Verdict::fail, reason);
   }
+  if (!tol.certifiable) return finish(Verdict::not_certifiable, tol.not_certifiable_reason);
   std::string note;
   for (const auto& t : res.tensors)
     if (t.undefined > 0)
@@ -244,13 +264,13 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // up to 2·γ_{m+4}·κ1 in units of |gamma| (docs/comparison.md). Above 10% the case cannot tell
   // a right answer from a wrong one in this dtype.
   if (!uses_running_stats(p.pass)) {
-    const double u = unit_roundoff(stats_dtype(p.dtype)), k = static_cast<double>(part.set_size) + 4;
+    const double u = unit_roundoff(stats_dtype(p.dtype)), k = model.profile.depth(static_cast<double>(part.set_size)) + 4;
     const double shift = k * u < 1 ? 2 * k * u / (1 - k * u) * res.condition_number : HUGE_VAL;
     res.weak_check = shift > 0.1;
     if (res.weak_check)
       return finish(Verdict::pass,
                     note + fmt::format("weak check: condition number κ1 = {:.3g} with m = {} lets a correct "
-                                "{} kernel shift x̂ by up to 2·γ_(m+4)·κ1 = {:.2g}, so the tolerance "
+                                "{} kernel shift x̂ by up to 2·γ_(h+4)·κ1 = {:.2g}, so the tolerance "
                                 "is above 10% of |gamma|",
                                 res.condition_number, part.set_size,
                                 p.dtype == stats_dtype(p.dtype) ? std::string(to_string(p.dtype))
@@ -258,6 +278,13 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
                                 shift));
   }
   if (!note.empty()) note.resize(note.size() - 2);  // drop the trailing "; "
+  std::vector<std::string> warned;
+  for (const auto& t : res.tensors)
+    if (t.warn) warned.push_back(fmt::format("{} ({:.3g}× the probabilistic budget, λ = {:.2f})", t.name,
+                                             t.worst_ratio_prob, tol_prob.lambda));
+  if (!warned.empty())
+    return finish(Verdict::warn, fmt::format("within the worst-case budget, above the probabilistic one: {}{}{}",
+                                             fmt::join(warned, ", "), note.empty() ? "" : "; ", note));
   return finish(Verdict::pass, note);
 }
 

@@ -84,6 +84,8 @@ void Tally::add(Verdict v) {
     case Verdict::crash:
     case Verdict::timeout:
     case Verdict::overrun: ++error; break;
+    case Verdict::warn: ++pass, ++warn; break;
+    case Verdict::not_certifiable: ++not_certifiable; break;
   }
 }
 
@@ -96,7 +98,9 @@ Tally tally(const std::vector<CaseResult>& cases) {
   return t;
 }
 
-bool is_failure(Verdict v) { return v != Verdict::pass && v != Verdict::unsupported; }
+bool is_failure(Verdict v) {
+  return v != Verdict::pass && v != Verdict::unsupported && v != Verdict::warn && v != Verdict::not_certifiable;
+}
 
 std::string reproducer(const std::string& backend, const std::string& descriptor) {
   auto quote = [](const std::string& s) {
@@ -121,10 +125,11 @@ std::string explain(const CaseResult& c) {
     }
     out += fmt::format("      {}: {}/{} over tolerance", t.name, t.over_tolerance, t.numel);
     if (t.nonfinite_mismatch) out += fmt::format(", {} non-finite mismatch(es)", t.nonfinite_mismatch);
-    out += fmt::format("; worst at {}: got {}, expected {}, |err| {} = {}× tolerance {}; max {} ulp\n",
+    out += fmt::format("; worst at {}: got {}, expected {}, |err| {} = {}× budget {} (dominant term: {}; "
+                       "{}× the probabilistic budget); max {} ulp\n",
                        coords_text(t.worst.coords), fmt_num(t.worst.got), fmt_num(t.worst.expected),
                        fmt_num(t.worst.abs_err), fmt_num(t.worst_ratio), fmt_num(t.worst.tol),
-                       fmt_num(t.max_ulp));
+                       to_string(t.dominant), fmt_num(t.worst_ratio_prob), fmt_num(t.max_ulp));
   }
   return out;
 }
@@ -145,8 +150,9 @@ std::string to_json_text(const RunReport& r) {
   j["suite"] = r.suite;
   j["reference"] = {{"precision_bits", r.reference_bits}};
   const Tally t = tally(r.cases);
-  j["summary"] = {{"total", t.total()}, {"pass", t.pass}, {"fail", t.fail},
-                  {"unsupported", t.unsupported}, {"error", t.error}, {"known_failures", t.known}};
+  j["summary"] = {{"total", t.total()}, {"pass", t.pass}, {"fail", t.fail}, {"unsupported", t.unsupported},
+                  {"error", t.error}, {"known_failures", t.known}, {"warn", t.warn},
+                  {"not_certifiable", t.not_certifiable}};
   json cases = json::array();
   for (const auto& c : r.cases) {
     json jc;
@@ -163,6 +169,7 @@ std::string to_json_text(const RunReport& r) {
     jc["reproducer"] = reproducer(r.backend, c.descriptor);
     jc["condition_number"] = num(c.condition_number);
     jc["weak_check"] = c.weak_check;
+    jc["suspected_cause"] = c.suspected_cause;
     jc["seconds"] = c.seconds;
     json tensors = json::array();
     for (const auto& tc : c.tensors) {
@@ -179,6 +186,10 @@ std::string to_json_text(const RunReport& r) {
       jt["max_rel_err"] = num(tc.max_rel_err);
       jt["max_ulp"] = num(tc.max_ulp);
       jt["worst_ratio"] = num(tc.worst_ratio);
+      jt["worst_ratio_prob"] = num(tc.worst_ratio_prob);
+      jt["worst_ratio_acc"] = num(tc.worst_ratio_acc);
+      jt["dominant_term"] = to_string(tc.dominant);
+      jt["warn"] = tc.warn;
       if (tc.worst.index >= 0)
         jt["worst"] = {{"index", tc.worst.index}, {"coords", tc.worst.coords},
                        {"got", num(tc.worst.got)}, {"expected", num(tc.worst.expected)},
@@ -205,7 +216,7 @@ double read_num(const json& v) {
 }
 Verdict read_verdict(const std::string& s) {
   for (Verdict v : {Verdict::pass, Verdict::fail, Verdict::unsupported, Verdict::error, Verdict::crash,
-                    Verdict::timeout, Verdict::overrun})
+                    Verdict::timeout, Verdict::overrun, Verdict::warn, Verdict::not_certifiable})
     if (to_string(v) == s) return v;
   throw Error("unknown verdict '" + s + "'");
 }
@@ -246,6 +257,7 @@ RunReport read_json(const std::string& path) {
       c.known_failure = jc.at("known_failure");
       c.condition_number = read_num(jc.at("condition_number"));
       c.weak_check = jc.at("weak_check");
+      c.suspected_cause = jc.value("suspected_cause", "");
       c.seconds = jc.at("seconds");
       for (const auto& jt : jc.at("tensors")) {
         TensorComparison t;
@@ -261,6 +273,11 @@ RunReport read_json(const std::string& path) {
         t.max_rel_err = read_num(jt.at("max_rel_err"));
         t.max_ulp = read_num(jt.at("max_ulp"));
         t.worst_ratio = read_num(jt.at("worst_ratio"));
+        if (jt.contains("worst_ratio_prob")) t.worst_ratio_prob = read_num(jt.at("worst_ratio_prob"));
+        if (jt.contains("worst_ratio_acc")) t.worst_ratio_acc = read_num(jt.at("worst_ratio_acc"));
+        t.warn = jt.value("warn", false);
+        for (int k = 0; k <= static_cast<int>(BudgetTerm::running_update); ++k)
+          if (jt.value("dominant_term", "") == to_string(static_cast<BudgetTerm>(k))) t.dominant = static_cast<BudgetTerm>(k);
         if (jt.contains("worst")) {
           const auto& w = jt.at("worst");
           t.worst = {w.at("index"), w.at("coords").get<std::vector<int64_t>>(), read_num(w.at("got")),
@@ -282,7 +299,7 @@ void write_junit(const RunReport& r, const std::string& path) {
   // Known failures (--expect) are reported as skipped, not as failures or errors.
   Tally t;
   for (const auto& c : r.cases) {
-    if (!c.known_failure.empty() && is_failure(c.verdict)) ++t.unsupported;
+    if ((!c.known_failure.empty() && is_failure(c.verdict)) || c.verdict == Verdict::not_certifiable) ++t.unsupported;
     else t.add(c.verdict);
   }
   std::string x = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -312,6 +329,13 @@ void write_junit(const RunReport& r, const std::string& path) {
     }
     switch (c.verdict) {
       case Verdict::pass: x += "/>\n"; break;
+      case Verdict::warn:
+        x += fmt::format(">\n      <system-out>{}</system-out>\n    </testcase>\n", xml_escape("WARN: " + c.reason));
+        break;
+      case Verdict::not_certifiable:
+        x += fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                         xml_escape("not certifiable: " + c.reason));
+        break;
       case Verdict::fail:
         x += fmt::format(">\n      <failure type=\"mismatch\" message=\"{}\">{}</failure>\n    </testcase>\n",
                          xml_escape(c.reason), xml_escape(body));
@@ -342,8 +366,8 @@ std::string to_markdown(const RunReport& r) {
                     r.normcheck_version, r.backend, r.backend_version, r.machine, r.compiler,
                     r.started_utc, r.wall_seconds, r.reference_bits);
   if (!r.complete) md += "- **INCOMPLETE: the run was interrupted; cases below are those that ran**\n";
-  md += fmt::format("- **{} cases: {} pass, {} fail, {} unsupported, {} error**\n\n", t.total(), t.pass,
-                    t.fail, t.unsupported, t.error);
+  md += fmt::format("- **{} cases: {} pass ({} with WARN), {} fail, {} unsupported, {} error, {} not certifiable**\n\n",
+                    t.total(), t.pass, t.warn, t.fail, t.unsupported, t.error, t.not_certifiable);
   md += "Tolerance rule: docs/comparison.md. `worst ratio` is max |error| / tolerance over all "
         "compared elements (≤ 1 passes).\n\n";
   md += "## By op × pass\n\n| op | pass | cases | pass | fail | unsupported | error | worst ratio |\n"
@@ -370,6 +394,7 @@ std::string to_markdown(const RunReport& r) {
     md += fmt::format("\n### {} `{}`\n\n", to_string(c.verdict), c.descriptor);
     if (!c.note.empty()) md += fmt::format("Expected: {}\n\n", c.note);
     md += fmt::format("Reason: {}\n\n", c.reason);
+    if (!c.suspected_cause.empty()) md += fmt::format("Suspected cause: {}\n\n", c.suspected_cause);
     const std::string e = explain(c);
     if (!e.empty()) md += "```\n" + e + "```\n\n";
     md += fmt::format("Reproduce: `{}`\n", reproducer(r.backend, c.descriptor));

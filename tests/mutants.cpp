@@ -2,6 +2,8 @@
 
 #include "naive/naive.hpp"
 
+#include <vector>
+
 namespace normcheck::testing {
 
 void register_mutant_backends(BackendRegistry& r) {
@@ -18,6 +20,16 @@ void register_mutant_backends(BackendRegistry& r) {
        &NaiveFlaws::storage_accumulation},
       {"mutant_swapped_momentum", "planted bug: momentum weights the old running value",
        &NaiveFlaws::swapped_momentum},
+      {"mutant_one_pass_variance", "planted bug: variance as E[x²] − E[x]² in f32",
+       &NaiveFlaws::one_pass_variance},
+      {"mutant_biased_running_var", "planted bug: running_var without the Bessel correction",
+       &NaiveFlaws::biased_running_var},
+      {"mutant_dgamma_missing_mean", "planted bug: dgamma = Σ dy·x·inv_std (the −mean term dropped)",
+       &NaiveFlaws::dgamma_missing_mean},
+      {"mutant_ignore_strides", "planted bug: data read and written as dense NCHW whatever the strides",
+       &NaiveFlaws::ignore_strides},
+      {"mutant_gn_affine_per_group", "planted bug: group_norm gamma/beta indexed by group, not channel",
+       &NaiveFlaws::gn_affine_per_group},
   };
   for (const Mutant& m : kMutants) {
     r.add(m.name, m.summary, [m] {
@@ -26,6 +38,29 @@ void register_mutant_backends(BackendRegistry& r) {
       return make_naive_backend(f, m.name);
     });
   }
+}
+
+void register_correct_variants(BackendRegistry& r) {
+  struct Variant {
+    const char* name;
+    const char* summary;
+    NaiveVariant v;
+  };
+  static const Variant kVariants[] = {
+      {"variant_f64", "correct: naive arithmetic in f64 for every dtype", {Summation::recursive, false, true}},
+      {"variant_pairwise", "correct: two-pass, pairwise sums (declares pairwise)", {Summation::pairwise, false, false}},
+      {"variant_kahan", "correct: two-pass, compensated sums (declares compensated)",
+       {Summation::compensated, false, false}},
+      {"variant_welford", "correct: Welford one-pass updating (declares recursive)", {Summation::recursive, true, false}},
+  };
+  for (const Variant& v : kVariants)
+    r.add(v.name, v.summary, [v] { return make_naive_backend({}, v.name, v.v); });
+}
+
+const std::vector<std::string>& correct_variant_names() {
+  static const std::vector<std::string> names = {"naive", "variant_f64", "variant_pairwise", "variant_kahan",
+                                                 "variant_welford"};
+  return names;
 }
 
 namespace {

@@ -6,5 +6,6 @@ int main(int argc, char** argv) {
   normcheck::BackendRegistry registry;
   normcheck::register_builtin_backends(registry);
   normcheck::testing::register_mutant_backends(registry);
+  normcheck::testing::register_correct_variants(registry);
   return normcheck::cli_main(argc, argv, registry);
 }

@@ -154,7 +154,7 @@ class Limited final : public Backend {
   std::string version() const override { return "test"; }
   std::string description() const override { return "batch_norm f32 only"; }
   Capabilities capabilities() const override {
-    return {{Op::batch_norm}, {Pass::forward_training}, {DType::f32}, {Layout::nchw}, {}};
+    return {{Op::batch_norm}, {Pass::forward_training}, {DType::f32}, {Layout::nchw}, {}, "", {}};
   }
   RunResult run(const RunArgs&) override {
     RunResult r;

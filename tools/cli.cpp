@@ -76,6 +76,12 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
     return;
   }
   switch (c.verdict) {
+    case Verdict::warn:
+      fmt::print("WARN  {}\n      {}\n", c.descriptor, c.reason);
+      return;
+    case Verdict::not_certifiable:
+      fmt::print("NOT CERTIFIABLE  {}\n      {}\n", c.descriptor, c.reason);
+      return;
     case Verdict::pass:
       if (!c.reason.empty())
         fmt::print("{}  {}\n      {}\n", c.weak_check ? "WEAK" : "NOTE", c.descriptor, c.reason);
@@ -92,6 +98,7 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
       if (!c.note.empty()) fmt::print("      expected: {}\n", c.note);
       fmt::print("      {}\n", c.reason);
       fmt::print("{}", explain(c));
+      if (!c.suspected_cause.empty()) fmt::print("      suspected cause: {}\n", c.suspected_cause);
       fmt::print("      reproduce: {}\n", reproducer(backend, c.descriptor));
       return;
   }
@@ -101,14 +108,15 @@ void print_summary(const std::vector<CaseResult>& cases) {
   std::map<std::pair<int, int>, Tally> groups;
   for (const auto& c : cases)
     groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}].add(c.verdict);
-  fmt::print("\n{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", "op", "pass", "cases", "pass", "fail",
-             "unsup", "error");
+  const char* row = "{:<14} {:<19} {:>5} {:>5} {:>5} {:>5} {:>6} {:>5} {:>5}\n";
+  fmt::print("\n");
+  fmt::print(fmt::runtime(row), "op", "pass", "cases", "pass", "warn", "fail", "unsup", "error", "n/c");
   for (const auto& [k, t] : groups)
-    fmt::print("{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", to_string(static_cast<Op>(k.first)),
-               to_string(static_cast<Pass>(k.second)), t.total(), t.pass, t.fail, t.unsupported, t.error);
+    fmt::print(fmt::runtime(row), to_string(static_cast<Op>(k.first)), to_string(static_cast<Pass>(k.second)),
+               t.total(), t.pass, t.warn, t.fail, t.unsupported, t.error, t.not_certifiable);
   const Tally t = tally(cases);
-  fmt::print("{:<14} {:<19} {:>5} {:>5} {:>5} {:>6} {:>5}\n", "total", "", t.total(), t.pass, t.fail,
-             t.unsupported, t.error);
+  fmt::print(fmt::runtime(row), "total", "", t.total(), t.pass, t.warn, t.fail, t.unsupported, t.error,
+             t.not_certifiable);
 }
 
 /// "I/N" → {I, N}; throws Error unless 0 ≤ I < N.
@@ -143,8 +151,9 @@ int finish_run(const RunReport& report, const std::string& json_path, const std:
                  c.descriptor, report.expect_file, c.known_failure);
   const int unknown = t.fail + t.error - t.known;
   const bool ok = unknown == 0;
-  fmt::print("\n{}: {} of {} cases passed, {} failed, {} errors, {} unsupported{} ({:.2f} s){}\n",
-             ok ? "PASS" : "FAIL", t.pass, t.total(), t.fail, t.error, t.unsupported,
+  fmt::print("\n{}: {} of {} cases passed{}, {} failed, {} errors, {} unsupported{}{} ({:.2f} s){}\n",
+             ok ? "PASS" : "FAIL", t.pass, t.total(), t.warn ? fmt::format(" ({} with WARN)", t.warn) : "", t.fail,
+             t.error, t.unsupported, t.not_certifiable ? fmt::format(", {} not certifiable", t.not_certifiable) : "",
              t.known ? fmt::format(", {} of the failures known (--expect)", t.known) : "", report.wall_seconds,
              report.complete ? "" : " — INTERRUPTED, report incomplete");
   if (!report.complete) return 130;

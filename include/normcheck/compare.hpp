@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "normcheck/backend.hpp"
 #include "normcheck/partition.hpp"
 #include "normcheck/problem.hpp"
 #include "normcheck/reference.hpp"
@@ -29,6 +30,19 @@ struct WorstElement {
   double got = 0, expected = 0, abs_err = 0, tol = 0;
 };
 
+/// The largest term of an element's budget (tolerance-model.md §3.4), reported for the worst
+/// element of every tensor.
+enum class BudgetTerm : uint8_t {
+  mean_shift,        ///< |gamma|·r·E_μ: the mean error every stable algorithm makes (∝ h·u·κ1)
+  inv_std,           ///< |gamma·x̂|·δ_r: the variance-sum and inverse-sqrt error
+  fold_cancellation, ///< |gamma|·r·2u(|x| + |μ|): folded scale/shift forms cancel x·scale against shift
+  element_rounding,  ///< the few roundings of the element-wise arithmetic
+  output_rounding,   ///< half an ulp of the output dtype (the rounding hull)
+  reduction,         ///< a sum over the reduction set (statistics, dx, dgamma, dbeta)
+  running_update,    ///< the running-statistics update across training steps
+};
+std::string_view to_string(BudgetTerm);
+
 struct TensorComparison {
   std::string name;               ///< y, mean, variance, inv_std, running_mean, …
   DType dtype = DType::f32;       ///< the dtype the backend wrote it in
@@ -40,23 +54,57 @@ struct TensorComparison {
   double max_abs_err = 0;
   double max_rel_err = 0;         ///< |err| / |ref| over elements with ref ≠ 0
   double max_ulp = 0;             ///< distance in ULPs of dtype between got and ref rounded to dtype
-  double worst_ratio = 0;         ///< max |err| / tol (∞ on a non-finite mismatch)
+  double worst_ratio = 0;         ///< max |err| / tol (∞ on a non-finite mismatch): the verdict's ratio
+  /// max |err| / probabilistic budget (γ_h → λ√h·u, s = 1; Higham & Mary 2019). Above 1 on a
+  /// passing tensor: WARN (errors larger than random rounding explains, within the worst case).
+  double worst_ratio_prob = 0;
+  /// max over elements of max(0, |err| − ½ulp_out(ref)) / (tol − ½ulp_out(ref)): the error left
+  /// after the unavoidable output rounding (tolerance-model.md §3.3); informative for f16/bf16,
+  /// where worst_ratio sits near 1 for every correct kernel.
+  double worst_ratio_acc = 0;
+  BudgetTerm dominant = BudgetTerm::reduction;  ///< largest budget term at the worst element
   WorstElement worst;             ///< the element with the largest ratio
   bool pass = true;
+  bool warn = false;              ///< pass && worst_ratio_prob > 1
 };
 
-/// Compares got against ref element by element with tolerances tol (all logical order, same
-/// length). undefined_all marks every element as undefined.
+/// The budgets of one tensor: the worst-case tolerance per element (the verdict), the
+/// probabilistic one (the WARN tier), and the dominant term (per element, or one for all).
+struct TensorBudget {
+  const std::vector<double>* worst_case = nullptr;
+  const std::vector<double>* probabilistic = nullptr;  ///< nullptr: no WARN tier
+  const std::vector<BudgetTerm>* terms = nullptr;      ///< nullptr: `term` for every element
+  BudgetTerm term = BudgetTerm::reduction;
+};
+
+/// Compares got against ref element by element (all logical order, same length).
+/// undefined_all marks every element as undefined. Non-finite values: a finite reference needs a
+/// finite result within budget; a ±Inf reference accepts the same infinity or NaN (compensated
+/// and updating algorithms compute Inf − Inf where a plain sum keeps Inf); a NaN reference needs NaN.
 TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
                                 const std::vector<double>& ref, const std::vector<double>& got,
-                                const std::vector<double>& tol, bool undefined_all = false);
+                                const TensorBudget& budget, bool undefined_all = false);
+
+/// Which budget: the backend's precision profile, and worst-case (s = 2, γ_h; the verdict) or
+/// probabilistic (s = 1, γ_h → λ√h·u with λ = sqrt(2·ln(2·h·N/p_fail)); the WARN tier).
+struct BudgetModel {
+  PrecisionProfile profile;
+  bool probabilistic = false;
+  double p_fail = 1e-3;
+};
 
 /// Tolerances per output tensor (same names as ReferenceResult fields), from the rule above.
 struct Tolerances {
   std::vector<double> y, mean, variance, inv_std, running_mean, running_var, dx, dgamma, dbeta;
+  std::vector<BudgetTerm> y_terms;  ///< dominant term of every y element
+  /// Certifiability (tolerance-model.md §1): false when (h + 4)·u > 0.05 for a reduction of this
+  /// case under the declared profile; no first-order guarantee exists then.
+  bool certifiable = true;
+  std::string not_certifiable_reason;
+  double lambda = 0;  ///< the probabilistic model's λ (0 for worst case)
 };
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                           const ReferenceResult& ref);
+                           const ReferenceResult& ref, const BudgetModel& model = {});
 
 /// Distance between a and b in units in the last place of dtype t (both rounded to t first);
 /// ∞ if either is non-finite and they differ.

@@ -31,9 +31,11 @@ struct RunReport {
 /// Counts per verdict.
 /// Counts per verdict; `error` counts ERROR, CRASH, TIMEOUT and OVERRUN together. `known`
 /// counts failures listed in the --expect file (they are also in fail or error).
+/// `pass` includes WARN (a pass with a warning, also counted in `warn`); NOT_CERTIFIABLE cases
+/// are counted apart.
 struct Tally {
-  int pass = 0, fail = 0, unsupported = 0, error = 0, known = 0;
-  int total() const { return pass + fail + unsupported + error; }
+  int pass = 0, fail = 0, unsupported = 0, error = 0, known = 0, warn = 0, not_certifiable = 0;
+  int total() const { return pass + fail + unsupported + error + not_certifiable; }
   void add(Verdict v);
 };
 Tally tally(const std::vector<CaseResult>& cases);

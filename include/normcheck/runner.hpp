@@ -10,10 +10,14 @@
 
 namespace normcheck {
 
-/// pass/fail: compared. unsupported: the backend declined, with its reason. error: the backend
-/// returned an error. crash/timeout/overrun: an isolated plugin call died of a signal, ran past
-/// its time limit, or wrote outside its output buffers (docs/plugins.md).
-enum class Verdict { pass, fail, unsupported, error, crash, timeout, overrun };
+/// pass/fail: compared against the worst-case budget. warn: passed, but some tensor is above the
+/// probabilistic budget (larger errors than random rounding explains). not_certifiable: the
+/// declared precision profile has no first-order error bound at this reduction size
+/// ((h + 4)·u > 0.05); outputs were compared but no verdict is claimed. unsupported: the backend
+/// declined, with its reason. error: the backend returned an error. crash/timeout/overrun: an
+/// isolated plugin call died of a signal, ran past its time limit, or wrote outside its output
+/// buffers (docs/plugins.md).
+enum class Verdict { pass, fail, unsupported, error, crash, timeout, overrun, warn, not_certifiable };
 std::string_view to_string(Verdict);
 
 struct CaseResult {
@@ -30,6 +34,9 @@ struct CaseResult {
   bool weak_check = false;
   double seconds = 0;           ///< wall time of the case (backend + reference + compare)
   int index = 0;                ///< position in the whole (unsharded) run; merge orders by it
+  /// A failing case: the bug signature its errors match (docs/comparison.md "Diagnosis"), or
+  /// "unexplained"; "" for cases that did not fail.
+  std::string suspected_cause;
   /// With --expect: the reason this case is a known failure ("" when it is not listed).
   std::string known_failure;
 };
