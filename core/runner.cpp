@@ -7,8 +7,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "normcheck/data.hpp"
+#include "normcheck/diagnosis.hpp"
 #include "normcheck/generate.hpp"
 #include "normcheck/npy.hpp"
 #include "normcheck/reference.hpp"
@@ -198,6 +200,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
        BT::reduction},
   };
   std::vector<std::string> missing;
+  std::map<std::string, std::vector<double>> got_values;
   for (const Slot& s : slots) {
     if (s.ref->empty()) continue;
     if (!(produced & s.bit)) {
@@ -207,8 +210,9 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     const bool undefined = s.bit == kOutRunningVar && ref.running_var_undefined;
     const TensorBudget budget{s.tol, s.tol_prob->size() == s.tol->size() ? s.tol_prob : nullptr,
                               s.terms && s.terms->size() == s.tol->size() ? s.terms : nullptr, s.term};
-    res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref, s.got->to_vector(),
-                                         budget, undefined));
+    std::vector<double> got = s.got->to_vector();
+    res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref, got, budget, undefined));
+    got_values[s.name] = std::move(got);
   }
 
   if (!opt.dump_dir.empty()) {
@@ -252,6 +256,16 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     if (!failed.empty()) reason = fmt::format("mismatch in {}", fmt::join(failed, ", "));
     if (!missing.empty())
       reason += fmt::format("{}backend did not produce {}", reason.empty() ? "" : "; ", fmt::join(missing, ", "));
+    if (!failed.empty()) {
+      const double u = model.profile.accumulation
+                           ? std::max(unit_roundoff(sdt), unit_roundoff(*model.profile.accumulation))
+                           : unit_roundoff(sdt);
+      const CaseEvidence ev{p, part, rin, ref, tol, std::move(got_values), res.tensors, u,
+                            model.profile.depth(static_cast<double>(part.set_size))};
+      res.suspected_cause = suspected_cause(ev);
+    } else {
+      res.suspected_cause = "the backend did not write an output it must produce";
+    }
     return finish(Verdict::fail, reason);
   }
   if (!tol.certifiable) return finish(Verdict::not_certifiable, tol.not_certifiable_reason);
