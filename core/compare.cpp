@@ -28,6 +28,9 @@ struct Model {
   double s = 2;      ///< tolerance-model.md §0: 2 for the verdict, 1 for the WARN tier
   double rho = 2;    ///< §1: 2 for a correctly rounded sqrt then divide
   double lambda = 0; ///< > 0: probabilistic, γ̃_k = exp(λ√k·u + k·u²/(1−u)) − 1 (Higham & Mary 2019)
+  /// η: the absolute error of one rounding in the subnormal range, half the smallest subnormal
+  /// of the arithmetic (§1). Sums of subnormals are exact; divisions and squares are not.
+  double eta = 0;
   PrecisionProfile profile;
   double depth(double k) const { return profile.depth(k); }
   double gam(double k) const {
@@ -102,11 +105,14 @@ SetBounds set_bounds(const Model& md, bool subtract_mean, double m, double mean,
                      double m1, double minf) {
   SetBounds b;
   const double h = md.depth(m), u = md.u;
+  // Underflow: one η per division on the mean's path ((h + 4)·η covers Welford's m divisions),
+  // one per rounded square in the variance.
   if (subtract_mean) {
-    b.e_mean = md.gam(h + 4) * m1 + 4 * u * minf + u * std::fabs(mean);
-    b.d_var = md.gam(h + 4) * var + 3 * md.gam(h + 4) * minf * std::sqrt(var) + 1.01 * b.e_mean * b.e_mean + u * var;
+    b.e_mean = md.gam(h + 4) * m1 + 4 * u * minf + u * std::fabs(mean) + (h + 4) * md.eta;
+    b.d_var = md.gam(h + 4) * var + 3 * md.gam(h + 4) * minf * std::sqrt(var) + 1.01 * b.e_mean * b.e_mean + u * var +
+              (m + 2) * md.eta;
   } else {
-    b.d_var = md.gam(h + 2) * var + u * var;
+    b.d_var = md.gam(h + 2) * var + u * var + (m + 2) * md.eta;
   }
   const double rel = std::min(b.d_var * r * r, 0.99);
   b.delta_r = (std::isfinite(rel) ? 1 / std::sqrt(1 - rel) - 1 : kInf) + (md.rho + 1.5) * u;
@@ -211,6 +217,8 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   md.u = unit_roundoff(sdt);
   if (model.profile.accumulation) md.u = std::max(md.u, unit_roundoff(*model.profile.accumulation));
   md.rho = model.profile.rsqrt_error;
+  md.eta = 0.5 * (sdt == DType::f64 ? std::numeric_limits<double>::denorm_min()
+                                    : static_cast<double>(std::numeric_limits<float>::denorm_min()));
   const double u = md.u;
   const double m = static_cast<double>(part.set_size);
   const double n_aff_all = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
@@ -298,7 +306,8 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
       const double g = std::fabs(gamma_of(i));
       const double xhat = (x[i] - mu) * r;
       // §2.4, term by term; the largest is reported as the dominant one.
-      const double terms[] = {g * r * e_mu, g * std::fabs(xhat) * delta_r, g * r * 2 * u * (std::fabs(x[i]) + std::fabs(mu)),
+      const double terms[] = {g * r * e_mu, g * std::fabs(xhat) * delta_r,
+                              g * r * (2 * u * (std::fabs(x[i]) + std::fabs(mu)) + 2 * md.eta),
                               g * std::fabs(xhat) * 3 * u + u * std::fabs(beta_of(i))};
       const double a = terms[0] + terms[1] + terms[2] + terms[3];
       t.y[i] = kSafety * a + half_ulp(dt, ref.y[i]);

@@ -46,12 +46,14 @@ struct Context {
 struct Envelope {
   double e_mean, d_var, delta_r, one_pass_d_var;
 };
-Envelope envelope(const CaseEvidence& e, int64_t s, double u) {
+/// η is half the smallest subnormal of the accumulator (f32 2^-150, f16 2^-25, bf16 2^-134).
+Envelope envelope(const CaseEvidence& e, int64_t s, double u, double eta = 0x1p-150) {
   const SetStats& st = e.ref.batch_stats.back();
   const double h = e.depth, g = (h + 4) * u / std::max(1 - (h + 4) * u, 1e-300);
   const double v = st.variance[s], r = st.inv_std[s], mu = st.mean[s];
-  const double e_mean = g * st.mean_abs[s] + 4 * u * st.max_abs[s] + u * std::fabs(mu);
-  const double d_v = g * v + 3 * g * st.max_abs[s] * std::sqrt(v) + e_mean * e_mean + u * v;
+  const double m = static_cast<double>(e.part.set_size);
+  const double e_mean = g * st.mean_abs[s] + 4 * u * st.max_abs[s] + u * std::fabs(mu) + (h + 4) * eta;
+  const double d_v = g * v + 3 * g * st.max_abs[s] * std::sqrt(v) + e_mean * e_mean + u * v + (m + 2) * eta;
   const double one_pass = g * (mu * mu + v) + 2 * std::fabs(mu) * e_mean;  // §2.2 textbook one-pass
   return {e_mean, d_v, 0.5 * d_v * r * r + 3.5 * u, one_pass};
 }
@@ -426,7 +428,7 @@ std::string suspected_cause(const CaseEvidence& e) {
     const auto* g_mean = got("mean");
     const auto* g_var = got(p.op == Op::rms_norm ? "mean_square" : "variance");
     const auto* g_r = got(p.op == Op::rms_norm ? "inv_rms" : "inv_std");
-    const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11;
+    const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11, eta16 = p.dtype == DType::bf16 ? 0x1p-134 : 0x1p-25;
     bool beyond = false, one_pass = true, acc16 = true, any_evidence = false;
     double worst_mean = 0, worst_var = 0;
     for (int64_t s = 0; s < e.part.num_sets; ++s) {
@@ -444,7 +446,7 @@ std::string suspected_cause(const CaseEvidence& e) {
         continue;
       }
       any_evidence = true;
-      const Envelope stable = envelope(e, s, e.u), low = envelope(e, s, u16);
+      const Envelope stable = envelope(e, s, e.u), low = envelope(e, s, u16, eta16);
       const bool mean_bad = p.op != Op::rms_norm && mean_err && *mean_err > 4 * stable.e_mean;
       const bool var_bad = var_err && *var_err > 4 * stable.d_var;
       worst_mean = std::max(worst_mean, mean_err ? *mean_err / std::max(stable.e_mean, 1e-300) : 0);
@@ -471,21 +473,22 @@ std::string suspected_cause(const CaseEvidence& e) {
   // overflow where an exact set sum exceeds the f16 range.
   {
     const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11;
-    double sum_abs = 0;
+    double sum_abs = 0;  // the largest exact set sum of |x| or of x² (an f16 accumulator's range)
+    const double m = static_cast<double>(e.part.set_size);
     for (const auto& st : e.ref.batch_stats)
       for (size_t k = 0; k < st.mean_abs.size(); ++k)
-        sum_abs = std::max(sum_abs, st.mean_abs[k] * static_cast<double>(e.part.set_size) *
-                                        (p.op == Op::rms_norm ? st.max_abs[k] : 1.0));
-    bool all_within = true, any_failed = false;
+        sum_abs = std::max({sum_abs, st.mean_abs[k] * m, m * (st.variance[k] + st.mean[k] * st.mean[k])});
+    bool all_within = true, any_failed = false, overflow = false;
     for (const auto& t : e.tensors) {
       if (t.pass) continue;
       any_failed = true;
-      const bool overflow = t.nonfinite_mismatch > 0 && p.dtype == DType::f16 && sum_abs > 65504;
-      if (!overflow && !(t.nonfinite_mismatch == 0 && t.worst_ratio <= 2 * u16 / e.u)) all_within = false;
+      // An accumulator that overflowed makes everything downstream of it garbage.
+      overflow = overflow || (t.nonfinite_mismatch > 0 && p.dtype == DType::f16 && sum_abs > 65504);
+      if (!(t.nonfinite_mismatch == 0 && t.worst_ratio <= 2 * u16 / e.u)) all_within = false;
     }
-    if (any_failed && all_within && u16 > e.u)
+    if (any_failed && (all_within || overflow) && u16 > e.u)
       return fmt::format("sums accumulated in 16 bits suspected (every failing tensor is within the budget of a "
-                         "u = 2^{} accumulator, or overflows where an exact set sum, {:.3g}, exceeds the f16 range)",
+                         "u = 2^{} accumulator, or overflows where an exact set sum of |x| or x², {:.3g}, exceeds the f16 range)",
                          p.dtype == DType::bf16 ? -8 : -11, sum_abs);
   }
   for (const auto& t : e.tensors)

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "mutants.hpp"
 #include "naive/naive.hpp"
@@ -21,23 +22,81 @@ std::vector<CaseResult> run_suite(Backend& b, const std::string& suite, std::opt
   return out;
 }
 
-class NaiveOnSuite : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+// The correct variants (naive, f64, pairwise, Kahan, Welford; tests/mutants.hpp) never FAIL on
+// any correctness suite in any dtype: the budget holds for every correct algorithm, each judged
+// under the precision profile it declares.
+class CorrectVariantOnSuite : public ::testing::TestWithParam<std::tuple<std::string, std::string, DType>> {};
 
-TEST_P(NaiveOnSuite, EveryCasePasses) {
-  auto b = make_naive_backend();
-  const auto& [suite, dtype] = GetParam();
+TEST_P(CorrectVariantOnSuite, NeverFails) {
+  const auto& [variant, suite, dtype] = GetParam();
+  BackendRegistry reg;
+  register_builtin_backends(reg);
+  testing::register_correct_variants(reg);
+  auto b = reg.create(variant);
+  double worst = 0;
   for (const auto& r : run_suite(*b, suite, dtype)) {
-    EXPECT_EQ(r.verdict, Verdict::pass) << r.descriptor << ": " << r.reason;
-    for (const auto& t : r.tensors) EXPECT_LE(t.worst_ratio, 1.0) << r.descriptor << " " << t.name;
+    EXPECT_TRUE(r.verdict == Verdict::pass || r.verdict == Verdict::warn)
+        << r.descriptor << ": " << to_string(r.verdict) << " " << r.reason;
+    for (const auto& t : r.tensors)
+      if (!r.weak_check) worst = std::fmax(worst, t.worst_ratio);
   }
+  std::printf("[ info     ] %s on %s in %s: worst ratio %.3g (weak checks excluded)\n", variant.c_str(),
+              suite.c_str(), std::string(to_string(dtype)).c_str(), worst);
 }
 
-INSTANTIATE_TEST_SUITE_P(Suites, NaiveOnSuite,
-                         ::testing::Combine(::testing::Values("smoke", "edge"),
+INSTANTIATE_TEST_SUITE_P(Suites, CorrectVariantOnSuite,
+                         ::testing::Combine(::testing::ValuesIn(testing::correct_variant_names()),
+                                            ::testing::Values("smoke", "edge", "adversarial"),
                                             ::testing::Values(DType::f32, DType::f64, DType::f16, DType::bf16)),
                          [](const auto& tp) {
-                           return std::get<0>(tp.param) + "_" + std::string(to_string(std::get<1>(tp.param)));
+                           return std::get<0>(tp.param) + "_" + std::get<1>(tp.param) + "_" +
+                                  std::string(to_string(std::get<2>(tp.param)));
                          });
+
+// Every planted bug FAILs somewhere on the correctness suites, and every FAIL names it.
+struct Diagnosed {
+  const char* mutant;
+  DType dtype;
+  const char* cause;  ///< a phrase every FAIL's suspected cause must contain
+};
+
+class MutantIsDiagnosed : public ::testing::TestWithParam<Diagnosed> {};
+
+TEST_P(MutantIsDiagnosed, EveryFailureNamesThePlantedBug) {
+  const Diagnosed& d = GetParam();
+  BackendRegistry reg;
+  testing::register_mutant_backends(reg);
+  auto b = reg.create(d.mutant);
+  int fails = 0;
+  double smallest = HUGE_VAL;
+  for (const char* suite : {"smoke", "edge", "adversarial"})
+    for (const auto& r : run_suite(*b, suite, d.dtype)) {
+      if (r.verdict != Verdict::fail) continue;
+      ++fails;
+      EXPECT_NE(r.suspected_cause.find(d.cause), std::string::npos)
+          << r.descriptor << "\n  suspected: " << r.suspected_cause;
+      double worst = 0;
+      for (const auto& t : r.tensors) worst = std::fmax(worst, t.worst_ratio);
+      smallest = std::fmin(smallest, worst);
+    }
+  EXPECT_GT(fails, 0) << d.mutant << " is never caught";
+  std::printf("[ info     ] %s (%s): %d FAILs, smallest failing ratio %.3g\n", d.mutant,
+              std::string(to_string(d.dtype)).c_str(), fails, smallest);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Mutants, MutantIsDiagnosed,
+    ::testing::Values(Diagnosed{"mutant_unbiased_variance", DType::f32, "unbiased variance used in the normalization"},
+                      Diagnosed{"mutant_eps_outside_sqrt", DType::f32, "eps added outside the square root"},
+                      Diagnosed{"mutant_swapped_momentum", DType::f32, "momentum applied to the wrong term"},
+                      Diagnosed{"mutant_storage_accumulation", DType::f16, "sums accumulated in 16 bits"},
+                      Diagnosed{"mutant_storage_accumulation", DType::bf16, "sums accumulated in 16 bits"},
+                      Diagnosed{"mutant_one_pass_variance", DType::f32, "one-pass variance"},
+                      Diagnosed{"mutant_biased_running_var", DType::f32, "wrong Bessel correction in running_var"},
+                      Diagnosed{"mutant_dgamma_missing_mean", DType::f32, "dgamma misses the −mean term"},
+                      Diagnosed{"mutant_ignore_strides", DType::f32, "strides ignored"},
+                      Diagnosed{"mutant_gn_affine_per_group", DType::f32, "per group instead of per channel"}),
+    [](const auto& tp) { return std::string(tp.param.mutant) + "_" + std::string(to_string(tp.param.dtype)); });
 
 TEST(NaiveF64, PassesSharplyEvenOnTheHugeMeanCase) {
   // In f64, κ ≈ 1e6 costs only u·κ ≈ 1e-10: the check must not be weak.
