@@ -5,6 +5,8 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include <limits>
 #include <sstream>
 
 #include "normcheck/error.hpp"
@@ -43,16 +45,36 @@ const std::vector<Convention>& conventions() {
     if (!text) throw Error("conventions/conventions.json is not embedded in this build");
     const auto j = nlohmann::json::parse(text);
     std::vector<Convention> out;
+    auto text_of = [](const nlohmann::json& v) -> std::string {
+      if (v.is_null()) return "";
+      if (v.is_string()) return v.get<std::string>();
+      return format_number(v.get<double>());
+    };
+    auto number_of = [](const nlohmann::json& v) {
+      return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+    };
     for (const auto& c : j.at("conventions")) {
       Convention v;
       v.name = c.at("name").get<std::string>();
+      v.library = c.at("library").get<std::string>();
       v.momentum_meaning = c.at("momentum_meaning").get<std::string>();
-      v.default_momentum = c.at("default_momentum").get<double>();
-      v.running_var_unbiased = c.at("running_var_unbiased").get<bool>();
-      v.default_eps = c.at("default_eps").get<double>();
+      v.default_momentum = number_of(c.at("default_momentum"));
+      v.running_var_unbiased = c.at("running_var_unbiased").is_boolean() && c.at("running_var_unbiased").get<bool>();
+      v.default_eps = number_of(c.at("default_eps"));
+      v.cumulative_average = text_of(c.at("cumulative_average"));
+      v.saved_statistic = text_of(c.at("saved_statistic"));
+      v.eps_placement = text_of(c.at("eps_placement"));
+      v.layer_norm_eps = text_of(c.at("layer_norm_eps"));
+      v.group_norm_eps = text_of(c.at("group_norm_eps"));
+      v.rms_norm_eps = text_of(c.at("rms_norm_eps"));
+      v.single_value_per_channel = text_of(c.at("single_value_per_channel"));
+      v.affine = text_of(c.at("affine"));
+      v.variance_algorithm = text_of(c.at("variance_algorithm"));
       v.source = c.at("source").get<std::string>();
-      if (v.momentum_meaning != "new_weight" && v.momentum_meaning != "old_weight")
-        throw Error("conventions.json: momentum_meaning of " + v.name + " must be new_weight or old_weight");
+      if (!v.drives_running_stats() && v.momentum_meaning != "none")
+        throw Error("conventions.json: momentum_meaning of " + v.name + " must be new_weight, old_weight or none");
+      if (v.drives_running_stats() && !(v.default_momentum >= 0 && v.default_momentum <= 1))
+        throw Error("conventions.json: " + v.name + " drives running statistics and needs a default_momentum in [0, 1]");
       out.push_back(std::move(v));
     }
     return out;
@@ -67,6 +89,15 @@ const Convention& find_convention(std::string_view name) {
     known.push_back(c.name);
   }
   throw Error(fmt::format("unknown convention '{}'; known: {}", name, fmt::join(known, ", ")));
+}
+
+const Convention& running_stats_convention(std::string_view name) {
+  const Convention& c = find_convention(name);
+  if (!c.drives_running_stats())
+    throw Error(fmt::format("convention '{}' ({}) keeps no running statistics as a new- or old-weight average, so it "
+                            "cannot drive a batch_norm run; `normcheck list` shows the ones that can",
+                            name, c.library));
+  return c;
 }
 
 double batch_weight(const Convention& c, double momentum) {

@@ -174,7 +174,7 @@ Problem parse_descriptor(std::string_view text) {
       } else if (key == "convention") {
         only_for(p.op == Op::batch_norm, "batch_norm");
         p.convention = std::string(val);
-        find_convention(p.convention);
+        running_stats_convention(p.convention);
       } else if (key == "momentum") {
         only_for(p.op == Op::batch_norm, "batch_norm");
         p.momentum = parse_double(key, val);
@@ -196,7 +196,7 @@ Problem parse_descriptor(std::string_view text) {
       }
     }
     if (!have_shape) throw Error("shape=NxCx... is required");
-    if (!have_momentum) p.momentum = find_convention(p.convention).default_momentum;
+    if (!have_momentum) p.momentum = running_stats_convention(p.convention).default_momentum;
     if (!have_steps) p.steps = default_steps(p.pass);
     validate(p);
   } catch (const Error& e) {
@@ -232,7 +232,7 @@ void validate(const Problem& p) {
                             "normalizes with the statistics of its input in every mode",
                             to_string(p.pass), to_string(p.op)));
   if (!(p.momentum >= 0 && p.momentum <= 1)) throw Error("momentum must be in [0, 1]");
-  find_convention(p.convention);
+  running_stats_convention(p.convention);
   if (p.op == Op::batch_norm) {
     if (p.pass == Pass::forward_training && p.steps < 1)
       throw Error("steps must be ≥ 1 for forward_training (the last step is compared)");

@@ -214,6 +214,12 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref, got, budget, undefined));
     got_values[s.name] = std::move(got);
   }
+  if (opt.capture) {
+    opt.capture->inputs = rin;
+    opt.capture->reference = ref;
+    opt.capture->got = got_values;
+    opt.capture->produced = produced;
+  }
 
   if (!opt.dump_dir.empty()) {
     namespace fs = std::filesystem;

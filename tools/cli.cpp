@@ -3,12 +3,14 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -20,6 +22,7 @@
 
 #include "normcheck/bench.hpp"
 #include "normcheck/data.hpp"
+#include "normcheck/probes.hpp"
 #include "plugin/plugin_backend.hpp"
 #include "normcheck/report.hpp"
 #include "normcheck/version.hpp"
@@ -60,12 +63,17 @@ int cmd_list(const BackendRegistry& registry) {
     const Suite s = load_suite(n);
     fmt::print("  {:<18} {:>3} cases  {}{}\n", n, s.cases.size(), s.throughput ? "[throughput] " : "", s.title);
   }
-  fmt::print("\nops: {}\npasses: {}\n\nconventions (batch_norm running statistics):\n",
+  fmt::print("\nops: {}\npasses: {}\n\nconventions (conventions/conventions.json; --convention NAME, docs/conventions.md):\n",
              join_enum(kAllOps), join_enum(kAllPasses));
-  for (const auto& c : conventions())
-    fmt::print("  {:<10} {} momentum, default {}; running_var {}; default eps {}\n", c.name,
-               c.momentum_meaning, format_number(c.default_momentum),
-               c.running_var_unbiased ? "unbiased" : "biased", format_number(c.default_eps));
+  for (const auto& c : conventions()) {
+    if (c.drives_running_stats())
+      fmt::print("  {:<13} {} momentum, default {}; running_var {}; BN eps {}; saves {}\n", c.name,
+                 c.momentum_meaning, format_number(c.default_momentum), c.running_var_unbiased ? "unbiased" : "biased",
+                 std::isnan(c.default_eps) ? "caller-set" : format_number(c.default_eps), c.saved_statistic);
+    else
+      fmt::print("  {:<13} no new/old-weight running statistics (not usable with --convention); saves {}\n", c.name,
+                 c.saved_statistic);
+  }
   return kExitPass;
 }
 
@@ -258,6 +266,29 @@ std::unique_ptr<Backend> open_backend(const BackendRegistry& registry, const std
   return backend;
 }
 
+/// --convention: every batch_norm case expects `name`'s running statistics (or the backend's
+/// declared convention for "native"). A momentum left at the old convention's default takes the
+/// new one's. Throws Error for an unknown or unusable convention.
+void apply_convention(std::vector<Planned>& plan, const std::string& name, const Backend& backend) {
+  if (name.empty()) return;
+  std::string conv = name;
+  if (name == "native") {
+    conv = backend.capabilities().convention;
+    if (conv.empty())
+      throw Error(fmt::format("--convention native: backend {} declares no native convention (it follows the one "
+                              "normcheck passes); give a name from `normcheck list`",
+                              backend.name()));
+  }
+  const Convention& c = running_stats_convention(conv);
+  for (auto& pl : plan) {
+    if (pl.problem.op != Op::batch_norm) continue;
+    const bool default_momentum = pl.problem.momentum == find_convention(pl.problem.convention).default_momentum;
+    pl.problem.convention = c.name;
+    if (default_momentum) pl.problem.momentum = c.default_momentum;
+    validate(pl.problem);
+  }
+}
+
 std::string command_line(int argc, char** argv) {
   std::string cmd;
   for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
@@ -315,6 +346,34 @@ int cmd_report(const std::vector<std::string>& inputs, const std::string& dir, c
   return kExitInternal;
 }
 
+int cmd_diagnose(Backend& b, const std::string& label, const std::string& json_path) {
+  fmt::print("normcheck {} diagnose: backend {} ({})\n\n", kVersion, label, b.version());
+  std::fflush(stdout);
+  const std::vector<ProbeResult> probes = run_probes(b);
+  size_t w = 5;
+  for (const auto& p : probes) w = std::max(w, p.point.size());
+  for (const auto& p : probes) {
+    fmt::print("{:<{}}  {}\n{:<{}}  {}\n", p.point, w, p.finding, "", w, p.evidence);
+  }
+  int determined = 0;
+  for (const auto& p : probes) determined += p.determined;
+  fmt::print("\n{} of {} points determined\n", determined, probes.size());
+  if (!json_path.empty()) {
+    nlohmann::json j;
+    j["schema"] = "normcheck-diagnose/1";
+    j["normcheck_version"] = kVersion;
+    j["backend"] = {{"name", label}, {"id", b.name()}, {"version", b.version()}};
+    j["probes"] = nlohmann::json::array();
+    for (const auto& p : probes)
+      j["probes"].push_back({{"point", p.point}, {"finding", p.finding}, {"evidence", p.evidence},
+                             {"determined", p.determined}});
+    std::ofstream f(json_path);
+    f << j.dump(2) << "\n";
+    if (!f) throw Error("cannot write " + json_path);
+  }
+  return kExitPass;
+}
+
 int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, const std::vector<Planned>& plan,
               BenchOptions opt) {
   // Plugins run in process: forking per call would time the fork, not the kernel (docs/bench.md).
@@ -355,6 +414,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   app.add_option("--suite,-s", suites, "built-in suite name or path to a suite file (repeatable)");
   app.add_option("--case,-c", cases, "one case descriptor (repeatable); see docs/descriptor.md");
   app.add_option("--dtype", dtype_override, "run every case in this dtype instead (f32, f64, f16, bf16)");
+  std::string convention_override;
+  app.add_option("--convention", convention_override,
+                 "batch_norm cases: expect this framework's running-statistics convention (a name from `normcheck "
+                 "list`, or `native`: the one the backend declares); momentum not given in a case takes the "
+                 "convention's default");
   app.add_option("--json", json_path, "write the JSON report here");
   app.add_option("--junit", junit_path, "write JUnit XML here");
   app.add_option("--report", md_path, "write the Markdown summary here");
@@ -392,6 +456,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       ->capture_default_str();
   bench->add_option("--min-time", bench_opt.min_time, "seconds of timed calls per repetition")->capture_default_str();
   bench->add_option("benchmark_flags", bench_opt.benchmark_flags, "after --: flags for Google Benchmark");
+  CLI::App* diagnose = app.add_subcommand(
+      "diagnose", "probe what a backend does, point by point: momentum direction, Bessel correction, variance and "
+                  "eps in the normalization, saved statistics, accumulation precision, variance algorithm, summation "
+                  "depth (docs/diagnose.md). Takes --backend and --json from above");
+  diagnose->fallthrough();
   CLI::App* report_cmd = app.add_subcommand(
       "report", "build an HTML page and Markdown from result and bench JSON files (reports/build_report.py; "
                 "needs a Python with matplotlib)");
@@ -423,6 +492,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
     }
     if (report_cmd->parsed()) return cmd_report(report_inputs, report_dir, report_title);
+    if (diagnose->parsed()) {
+      auto backend = open_backend(registry, backend_name, timeout, !in_process);
+      check_writable(json_path);
+      return cmd_diagnose(*backend, backend_name, json_path);
+    }
     if (bench->parsed()) {
       for (const auto& [flag, given] : {std::pair{"--junit", !junit_path.empty()}, {"--report", !md_path.empty()},
                                         {"--dump", !dump_dir.empty()}, {"--expect", !expect_path.empty()},
@@ -446,6 +520,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     std::vector<Planned> plan = plan_cases(suites, cases, dtype_override, suite_label);
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
     std::unique_ptr<Backend> backend = open_backend(registry, backend_name, timeout, !in_process);
+    apply_convention(plan, convention_override, *backend);
     check_writable(json_path);
     check_writable(junit_path);
     check_writable(md_path);

@@ -9,20 +9,34 @@
 
 namespace normcheck {
 
-/// A framework's running-statistics convention (shared/research/conventions.md §1a).
+/// A framework's normalization conventions (conventions/conventions.json; sourced in
+/// shared/research/conventions.md §1–2; docs/conventions.md).
 struct Convention {
   std::string name;
-  std::string momentum_meaning;  ///< "new_weight": R ← (1−m)R + m·batch; "old_weight": R ← m·R + (1−m)·batch
-  double default_momentum = 0;
+  std::string library;            ///< the library API the row describes
+  /// "new_weight": R ← (1−m)R + m·batch; "old_weight": R ← m·R + (1−m)·batch; "none": keeps no
+  /// running statistics (or not in either form), so it cannot drive a batch_norm run.
+  std::string momentum_meaning;
+  double default_momentum = 0;    ///< NaN when the library has none
   bool running_var_unbiased = true;  ///< running_var updated with the unbiased (m/(m−1)) variance
-  double default_eps = 0;
-  std::string source;  ///< library function or doc page the convention is taken from
+  double default_eps = 0;         ///< batch_norm's default eps; NaN when the caller must give one
+  std::string cumulative_average; ///< how momentum=None / a cumulative mean is expressed, or "none"
+  std::string saved_statistic;    ///< what forward training saves for backward
+  std::string eps_placement;
+  std::string layer_norm_eps, group_norm_eps, rms_norm_eps;  ///< defaults as written ("" when none)
+  std::string single_value_per_channel;  ///< behaviour with m = 1 in training
+  std::string affine;             ///< gamma/beta shapes per op
+  std::string variance_algorithm;
+  std::string source;             ///< library function or doc page the convention is taken from
+  /// True when the running-statistics update is a new- or old-weight average (usable in runs).
+  bool drives_running_stats() const { return momentum_meaning == "new_weight" || momentum_meaning == "old_weight"; }
 };
-
 /// All conventions in conventions/conventions.json.
 const std::vector<Convention>& conventions();
 /// Throws Error("unknown convention 'x'; known: …").
 const Convention& find_convention(std::string_view name);
+/// find_convention, and Error("convention x keeps no running statistics …") unless it drives them.
+const Convention& running_stats_convention(std::string_view name);
 /// The new-weight factor f applied to the batch statistic: m for new_weight, 1 − m for old_weight.
 double batch_weight(const Convention& c, double momentum);
 

@@ -1,12 +1,14 @@
 // normcheck — running one case: generate inputs, call the backend, run the reference, compare.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "normcheck/backend.hpp"
 #include "normcheck/compare.hpp"
 #include "normcheck/problem.hpp"
+#include "normcheck/reference.hpp"
 
 namespace normcheck {
 
@@ -41,9 +43,18 @@ struct CaseResult {
   std::string known_failure;
 };
 
+/// The raw material of one compared case, for probes (`normcheck diagnose`).
+struct CaseCapture {
+  ReferenceInputs inputs;
+  ReferenceResult reference;
+  std::map<std::string, std::vector<double>> got;  ///< outputs the backend produced, by tensor name
+  uint32_t produced = 0;                           ///< Output bits of the compared call
+};
+
 struct RunOptions {
   int reference_bits = 128;
   std::string dump_dir;  ///< when set, write .npy files of inputs and outputs per case
+  CaseCapture* capture = nullptr;  ///< when set, filled for every case that reaches the comparison
 };
 
 /// The scalar part of a backend call for problem p: op, pass, shape, eps and momentum rounded to
