@@ -96,6 +96,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   if (auto why = backend.unsupported_reason(args, p.layout)) return finish(Verdict::unsupported, *why);
 
   GeneratedInputs in = generate_inputs(p, part);
+  if (opt.transform_inputs) opt.transform_inputs(in);
 
   // The reference sees exactly what the backend sees.
   ReferenceInputs rin;

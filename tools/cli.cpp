@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -22,6 +23,7 @@
 
 #include "normcheck/bench.hpp"
 #include "normcheck/data.hpp"
+#include "normcheck/metamorphic.hpp"
 #include "normcheck/probes.hpp"
 #include "plugin/plugin_backend.hpp"
 #include "normcheck/report.hpp"
@@ -346,6 +348,43 @@ int cmd_report(const std::vector<std::string>& inputs, const std::string& dir, c
   return kExitInternal;
 }
 
+int cmd_metamorphic(Backend& b, const std::string& label, const std::string& suite,
+                    const std::vector<Planned>& plan, const std::string& json_path) {
+  fmt::print("normcheck {} metamorphic: backend {} ({}), {}: {} case{}\n", kVersion, label, b.version(), suite,
+             plan.size(), plan.size() == 1 ? "" : "s");
+  std::map<std::string, std::array<int, 3>> counts;  // relation → held, violated, skipped
+  nlohmann::json results = nlohmann::json::array();
+  int violated = 0;
+  for (const auto& pl : plan) {
+    for (const auto& r : check_relations(b, pl.problem)) {
+      auto& c = counts[r.relation];
+      ++c[r.skipped ? 2 : r.holds ? 0 : 1];
+      results.push_back({{"relation", r.relation}, {"descriptor", r.descriptor}, {"holds", r.holds},
+                         {"skipped", r.skipped}, {"worst_ratio", r.worst_ratio}, {"detail", r.detail}});
+      if (r.skipped || r.holds) continue;
+      ++violated;
+      fmt::print("VIOLATED {} {}\n      {:.3g}× the allowance: {}\n      reproduce: normcheck metamorphic --backend {} "
+                 "--case {}\n",
+                 r.relation, r.descriptor, r.worst_ratio, r.detail, label, r.descriptor);
+    }
+  }
+  fmt::print("\n{:<12} {:>5} {:>8} {:>7}\n", "relation", "held", "violated", "skipped");
+  for (const auto& [rel, c] : counts) fmt::print("{:<12} {:>5} {:>8} {:>7}\n", rel, c[0], c[1], c[2]);
+  fmt::print("\n{}: {} relation check{} violated\n", violated ? "FAIL" : "PASS", violated, violated == 1 ? "" : "s");
+  if (!json_path.empty()) {
+    nlohmann::json j;
+    j["schema"] = "normcheck-metamorphic/1";
+    j["normcheck_version"] = kVersion;
+    j["backend"] = {{"name", label}, {"id", b.name()}, {"version", b.version()}};
+    j["suite"] = suite;
+    j["results"] = results;
+    std::ofstream f(json_path);
+    f << j.dump(2) << "\n";
+    if (!f) throw Error("cannot write " + json_path);
+  }
+  return violated ? kExitMismatch : kExitPass;
+}
+
 int cmd_diagnose(Backend& b, const std::string& label, const std::string& json_path) {
   fmt::print("normcheck {} diagnose: backend {} ({})\n\n", kVersion, label, b.version());
   std::fflush(stdout);
@@ -461,6 +500,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
                   "eps in the normalization, saved statistics, accumulation precision, variance algorithm, summation "
                   "depth (docs/diagnose.md). Takes --backend and --json from above");
   diagnose->fallthrough();
+  CLI::App* metamorphic = app.add_subcommand(
+      "metamorphic", "check relations a correct kernel satisfies without an expected value: NCHW = NHWC, in place = "
+                     "out of place, batch permutation, shift invariance, batch_norm inference affine per channel "
+                     "(docs/metamorphic.md). Takes --backend, --suite, --case, --dtype and --json from above");
+  metamorphic->fallthrough();
   CLI::App* report_cmd = app.add_subcommand(
       "report", "build an HTML page and Markdown from result and bench JSON files (reports/build_report.py; "
                 "needs a Python with matplotlib)");
@@ -492,6 +536,13 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
     }
     if (report_cmd->parsed()) return cmd_report(report_inputs, report_dir, report_title);
+    if (metamorphic->parsed()) {
+      std::string label;
+      const auto plan = plan_cases(suites, cases, dtype_override, label);
+      auto backend = open_backend(registry, backend_name, timeout, !in_process);
+      check_writable(json_path);
+      return cmd_metamorphic(*backend, backend_name, label, plan, json_path);
+    }
     if (diagnose->parsed()) {
       auto backend = open_backend(registry, backend_name, timeout, !in_process);
       check_writable(json_path);

@@ -1,6 +1,7 @@
 // normcheck — running one case: generate inputs, call the backend, run the reference, compare.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "normcheck/backend.hpp"
 #include "normcheck/compare.hpp"
 #include "normcheck/problem.hpp"
+#include "normcheck/generate.hpp"
 #include "normcheck/reference.hpp"
 
 namespace normcheck {
@@ -55,6 +57,9 @@ struct RunOptions {
   int reference_bits = 128;
   std::string dump_dir;  ///< when set, write .npy files of inputs and outputs per case
   CaseCapture* capture = nullptr;  ///< when set, filled for every case that reaches the comparison
+  /// When set, applied to the generated inputs before the reference and the backend see them
+  /// (metamorphic relations: permuted or shifted inputs).
+  std::function<void(GeneratedInputs&)> transform_inputs;
 };
 
 /// The scalar part of a backend call for problem p: op, pass, shape, eps and momentum rounded to
