@@ -262,6 +262,31 @@ std::optional<Outputs> strides_ignored(const CaseEvidence& e) {
   return o;
 }
 
+/// GroupNorm backward with the dx reductions taken per channel over N·spatial (dbeta_c and
+/// dgamma_c) instead of per (n, group): dx = gamma_c·r·(dy − (dbeta_c + x̂·dgamma_c)/m), m = (C/G)·S.
+std::optional<Outputs> gn_backward_per_channel(const CaseEvidence& e) {
+  if (e.problem.op != Op::group_norm || e.problem.pass != Pass::backward_training) return std::nullopt;
+  Context c(e);
+  std::vector<Real> mean, r;
+  used_stats(e, mean, r);
+  const auto& x = e.in.batches.back();
+  const auto& dy = e.in.dy;
+  std::vector<Real> dg(static_cast<size_t>(e.part.num_affine), 0), db(dg.size(), 0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const int64_t s = c.set[i], j = e.part.affine_of[i];
+    dg[j] += dy[i] * (x[i] - mean[s]) * r[s];
+    db[j] += dy[i];
+  }
+  const Real m = static_cast<Real>(e.part.set_size);
+  std::vector<double> dx(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const int64_t s = c.set[i], j = e.part.affine_of[i];
+    const Real xh = (x[i] - mean[s]) * r[s];
+    dx[i] = static_cast<double>(c.gamma(j) * r[s] * (dy[i] - (db[j] + xh * dg[j]) / m));
+  }
+  return Outputs{{"dx", dx}};
+}
+
 const std::vector<Signature>& signatures() {
   static const std::vector<Signature> all = {
       {"unbiased variance used in the normalization (v·m/(m−1) instead of the biased v)",
@@ -295,6 +320,9 @@ const std::vector<Signature>& signatures() {
       {"GroupNorm gamma/beta applied per group instead of per channel (ONNX GroupNormalization-18 semantics)",
        gn_per_group},
       {"strides ignored: the NHWC tensor was read and written as dense NCHW (channel-stride bug)", strides_ignored},
+      {"GroupNorm backward dx reduces per channel over the whole batch instead of per (n, group) "
+       "(the signature of oneDNN#3543)",
+       gn_backward_per_channel},
   };
   return all;
 }

@@ -74,6 +74,8 @@ TEST_P(OneDnnOnSuite, EveryResultIsAPassAKnownDisagreementOrAReasonedUnsupported
     // A known bug must show exactly where it is said to: that tensor fails, the others pass.
     EXPECT_EQ(r.verdict, Verdict::fail) << known->why << " no longer reproduces: update the list";
     for (const auto& t : r.tensors) EXPECT_EQ(t.pass, t.name != known->tensor) << t.name << ": " << known->why;
+    // …and the report names it: the outputs match the bug's predicted signature.
+    EXPECT_NE(r.suspected_cause.find("oneDNN#3543"), std::string::npos) << r.suspected_cause;
   }
   // Which f32 cases must run is checked case by case above; f16/bf16 run where the library and
   // CPU implement them, else they are UNSUPPORTED with oneDNN's message (checked non-empty).
