@@ -115,9 +115,13 @@ def accuracy_table(results):
     for s in results:
         for c in s.data["cases"]:
             cell = table[(c["op"], c["pass"])].setdefault(
-                s.label, {"pass": 0, "fail": 0, "unsupported": 0, "error": 0, "worst": None})
+                s.label, {"pass": 0, "fail": 0, "unsupported": 0, "error": 0, "warn": 0, "not_certifiable": 0,
+                          "worst": None})
             v = c["verdict"]
-            cell["pass" if v == "PASS" else "fail" if v == "FAIL" else "unsupported" if v == "UNSUPPORTED" else "error"] += 1
+            kind = {"PASS": "pass", "WARN": "pass", "FAIL": "fail", "UNSUPPORTED": "unsupported",
+                    "NOT_CERTIFIABLE": "not_certifiable"}.get(v, "error")
+            cell[kind] += 1
+            cell["warn"] += v == "WARN"
             for t in c.get("tensors", []):
                 r = num(t["worst_ratio"])
                 if cell["worst"] is None or r > cell["worst"] or math.isnan(r):
@@ -138,7 +142,9 @@ def cell_text(cell):
     if cell is None:
         return "not run"
     counts = f"{cell['pass']}/{cell['fail']}/{cell['unsupported']}/{cell['error']}"
-    return f"{counts}, worst {fmt_ratio(cell['worst'])}"
+    extra = "".join(f", {cell[k]} {name}" for k, name in (("warn", "warn"), ("not_certifiable", "not certifiable"))
+                    if cell.get(k))
+    return f"{counts}, worst {fmt_ratio(cell['worst'])}{extra}"
 
 
 def plot_accuracy(table, labels, path):
@@ -285,10 +291,12 @@ def build(paths, out, title):
         totals = []
         for s in results:
             sm = s.data["summary"]
-            totals.append(f"{s.label}: {sm['pass']} pass, {sm['fail']} fail, {sm['unsupported']} unsupported, "
-                          f"{sm['error']} error of {sm['total']}")
-        note = ("Cells: pass/fail/unsupported/error case counts, then the worst error-to-budget ratio over "
-                "every compared tensor (docs/comparison.md; below 1 is within budget).")
+            totals.append(f"{s.label}: {sm['pass']} pass ({sm.get('warn', 0)} with WARN), {sm['fail']} fail, "
+                          f"{sm['unsupported']} unsupported, {sm['error']} error, "
+                          f"{sm.get('not_certifiable', 0)} not certifiable of {sm['total']}")
+        note = ("Cells: pass/fail/unsupported/error case counts (WARN counts as a pass and is listed; NOT "
+                "CERTIFIABLE is listed apart), then the worst error-to-budget ratio over every compared tensor "
+                "(docs/comparison.md; below 1 is within budget).")
         plot_accuracy(table, labels, out / "accuracy.svg")
         md = note + "\n\n" + md_table(header, rows) + "\n\n" + "\n".join(f"- {t}" for t in totals)
         ht = f"<p>{html.escape(note)}</p>" + html_table(header, rows) + "<ul>" + "".join(
@@ -297,9 +305,10 @@ def build(paths, out, title):
         # Per suite: the cases that did not pass, with their reproducers.
         for s in results:
             bad = [c for c in s.data["cases"] if c["verdict"] not in ("PASS", "UNSUPPORTED")]
-            rows = [[c["verdict"], c["descriptor"], c["reason"], c["reproducer"]] for c in bad]
-            text = f"{len(bad)} of {len(s.data['cases'])} cases did not pass."
-            hdr = ["verdict", "case", "reason", "reproduce"]
+            rows = [[c["verdict"], c["descriptor"], c["reason"], c.get("suspected_cause", ""), c["reproducer"]]
+                    for c in bad]
+            text = f"{len(bad)} of {len(s.data['cases'])} cases did not pass cleanly (FAIL, WARN, NOT CERTIFIABLE, errors)."
+            hdr = ["verdict", "case", "reason", "suspected cause", "reproduce"]
             sections.append((f"Accuracy: {s.suite} on {s.label}", text + ("\n\n" + md_table(hdr, rows) if rows else ""),
                              f"<p>{html.escape(text)}</p>" + (html_table(hdr, rows) if rows else ""), None))
 

@@ -59,17 +59,20 @@ header, rows = table_after("Accuracy overview")
 for f in results:
     data = json.loads(f.read_text())
     col = next(i for i, h in enumerate(header) if h.startswith(data["backend"]["name"] + " ("))
-    counts = collections.defaultdict(lambda: [0, 0, 0, 0])
+    counts = collections.defaultdict(lambda: [0, 0, 0, 0, 0])
     for c in data["cases"]:
-        k = {"PASS": 0, "FAIL": 1, "UNSUPPORTED": 2}.get(c["verdict"], 3)
+        k = {"PASS": 0, "WARN": 0, "FAIL": 1, "UNSUPPORTED": 2, "NOT_CERTIFIABLE": 4}.get(c["verdict"], 3)
         counts[(c["op"], c["pass"])][k] += 1
     for (op, ps), n in counts.items():
         row = next(r for r in rows if r[0] == op and r[1] == ps)
-        assert row[col].startswith("/".join(map(str, n))), (f.name, op, ps, row[col], n)
+        assert row[col].startswith("/".join(map(str, n[:4]))), (f.name, op, ps, row[col], n)
+        assert (n[4] == 0) == ("not certifiable" not in row[col]), (row[col], n)
     # Every case that did not pass is listed with its reproducer.
     for c in data["cases"]:
         if c["verdict"] not in ("PASS", "UNSUPPORTED"):
             assert c["reproducer"] in md, c["descriptor"]
+            if c["verdict"] == "FAIL":
+                assert c["suspected_cause"] and c["suspected_cause"] in md, c["descriptor"]
 
 # Throughput: per case, the median time and the roofline fraction of Google Benchmark's median
 # aggregate; per suite, the median of those fractions.

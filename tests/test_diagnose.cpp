@@ -10,6 +10,7 @@
 #include "normcheck/data.hpp"
 #include "normcheck/metamorphic.hpp"
 #include "normcheck/probes.hpp"
+#include "normcheck/runner.hpp"
 
 namespace normcheck {
 namespace {
@@ -115,6 +116,24 @@ TEST(Metamorphic, RelationsCatchBugsWithoutAReference) {
   EXPECT_GT(relations("mutant_one_pass_variance", DType::f32)["shift"].second, 0);
   const auto acc = relations("mutant_storage_accumulation", DType::f16);
   EXPECT_GT(acc.at("permutation").second + acc.at("shift").second, 0);
+}
+
+}  // namespace
+}  // namespace normcheck
+
+namespace normcheck {
+namespace {
+
+// tolerance-model.md §1: recursive f32 sums over 2^20 elements have (h + 4)·u = 0.0625 > 0.05, so
+// no first-order bound exists and the verdict is NOT_CERTIFIABLE; a pairwise kernel (h = 20) is
+// judged, and passes.
+TEST(Certifiability, DependsOnTheDeclaredSummationDepth) {
+  const Problem p = parse_descriptor("layer_norm,shape=1x1048576,data=uniform:0.5:1");
+  const auto recursive = run_case(*backend("naive"), p, {});
+  EXPECT_EQ(recursive.verdict, Verdict::not_certifiable) << recursive.reason;
+  EXPECT_NE(recursive.reason.find("(h + 4)·u = 0.0625"), std::string::npos) << recursive.reason;
+  const auto pairwise = run_case(*backend("variant_pairwise"), p, {});
+  EXPECT_EQ(pairwise.verdict, Verdict::pass) << pairwise.reason;
 }
 
 }  // namespace
