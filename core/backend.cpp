@@ -57,7 +57,11 @@ double PrecisionProfile::depth(double k) const {
       const double p = static_cast<double>(std::max<int64_t>(block, 1));
       return std::ceil(k / p) - 1 + std::ceil(std::log2(p));
     }
-    case Summation::compensated: return std::min(k - 1, 2.0);
+    // Kahan/Neumaier: 2u·Σ|x| plus the compensation term, itself a recursive sum of k terms each
+    // at most u·|partial sum|: (k·u)²·Σ|x| in the worst case, so h = 2 + k²·u (in units of u).
+    // While k·u is small this is the textbook (2u + O(k·u²)) bound; when k·u nears 1 (f32 at 2^24)
+    // the compensation itself stagnates and the depth makes the case NOT_CERTIFIABLE.
+    case Summation::compensated: return std::min(k - 1, 2.0 + k * k * unit_roundoff_hint);
   }
   return k - 1;
 }

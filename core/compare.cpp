@@ -216,6 +216,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   md.profile = model.profile;
   md.u = unit_roundoff(sdt);
   if (model.profile.accumulation) md.u = std::max(md.u, unit_roundoff(*model.profile.accumulation));
+  md.profile.unit_roundoff_hint = md.u;
   md.rho = model.profile.rsqrt_error;
   md.eta = 0.5 * (sdt == DType::f64 ? std::numeric_limits<double>::denorm_min()
                                     : static_cast<double>(std::numeric_limits<float>::denorm_min()));

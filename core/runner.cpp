@@ -115,6 +115,9 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // probabilistic (the WARN tier); docs/comparison.md.
   BudgetModel model;
   model.profile = backend.capabilities().precision;
+  model.profile.unit_roundoff_hint = model.profile.accumulation
+                                         ? std::max(unit_roundoff(sdt), unit_roundoff(*model.profile.accumulation))
+                                         : unit_roundoff(sdt);
   const Tolerances tol = make_tolerances(p, part, rin, ref, model);
   model.probabilistic = true;
   const Tolerances tol_prob = make_tolerances(p, part, rin, ref, model);
