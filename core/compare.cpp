@@ -205,6 +205,19 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
   return c;
 }
 
+const std::vector<double>* Tolerances::of(std::string_view name) const {
+  if (name == "y") return &y;
+  if (name == "mean") return &mean;
+  if (name == "variance" || name == "mean_square") return &variance;
+  if (name == "inv_std" || name == "inv_rms") return &inv_std;
+  if (name == "running_mean") return &running_mean;
+  if (name == "running_var") return &running_var;
+  if (name == "dx") return &dx;
+  if (name == "dgamma") return &dgamma;
+  if (name == "dbeta") return &dbeta;
+  return nullptr;
+}
+
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                            const ReferenceResult& ref, const BudgetModel& model) {
   Tolerances t;

@@ -345,19 +345,6 @@ double distance(const std::vector<double>& got, const std::vector<double>& pred,
   return worst;
 }
 
-const std::vector<double>* tolerance_of(const Tolerances& t, const std::string& name) {
-  if (name == "y") return &t.y;
-  if (name == "mean") return &t.mean;
-  if (name == "variance" || name == "mean_square") return &t.variance;
-  if (name == "inv_std" || name == "inv_rms") return &t.inv_std;
-  if (name == "running_mean") return &t.running_mean;
-  if (name == "running_var") return &t.running_var;
-  if (name == "dx") return &t.dx;
-  if (name == "dgamma") return &t.dgamma;
-  if (name == "dbeta") return &t.dbeta;
-  return nullptr;
-}
-
 /// A signature matches when every compared tensor it changes is within 2× budget of its
 /// prediction, at least one of those failed, and every tensor it leaves alone passed.
 std::optional<double> match(const CaseEvidence& e, const Outputs& pred) {
@@ -369,7 +356,7 @@ std::optional<double> match(const CaseEvidence& e, const Outputs& pred) {
       if (!t.pass) return std::nullopt;
       continue;
     }
-    const auto* tol = tolerance_of(e.tol, t.name);
+    const auto* tol = e.tol.of(t.name);
     const auto got = e.got.find(t.name);
     if (!tol || got == e.got.end()) return std::nullopt;
     const auto scale = pred.find(kExtra + t.name);

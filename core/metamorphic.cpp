@@ -37,27 +37,14 @@ Run run(Backend& b, const Problem& p, std::function<void(GeneratedInputs&)> tran
   return r;
 }
 
-const std::vector<double>* budget(const Tolerances& t, const std::string& name) {
-  if (name == "y") return &t.y;
-  if (name == "mean") return &t.mean;
-  if (name == "variance" || name == "mean_square") return &t.variance;
-  if (name == "inv_std" || name == "inv_rms") return &t.inv_std;
-  if (name == "running_mean") return &t.running_mean;
-  if (name == "running_var") return &t.running_var;
-  if (name == "dx") return &t.dx;
-  if (name == "dgamma") return &t.dgamma;
-  if (name == "dbeta") return &t.dbeta;
-  return nullptr;
-}
-
 /// Compares tensor `name` of runs a and b, element ia(k) of a against ib(k) of b for k < count,
 /// allowing the sum of both budgets plus extra(k). Updates r (worst ratio, detail, holds).
 void compare(RelationResult& r, const Run& a, const Run& b, const std::string& name,
              const std::function<int64_t(int64_t)>& ia, const std::function<int64_t(int64_t)>& ib,
              const std::function<double(int64_t)>& extra = {}) {
   const auto ga = a.cap.got.find(name), gb = b.cap.got.find(name);
-  const auto* ta = budget(a.tol, name);
-  const auto* tb = budget(b.tol, name);
+  const auto* ta = a.tol.of(name);
+  const auto* tb = b.tol.of(name);
   if (ga == a.cap.got.end() || gb == b.cap.got.end() || !ta || !tb || ta->size() != ga->second.size()) return;
   const int64_t count = static_cast<int64_t>(ga->second.size());
   for (int64_t k = 0; k < count; ++k) {

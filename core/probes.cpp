@@ -28,19 +28,13 @@ struct Probe {
     const auto it = cap.got.find(name);
     return it == cap.got.end() ? nullptr : &it->second;
   }
-  const std::vector<double>& budget(const std::string& name) const {
-    if (name == "y") return tol.y;
-    if (name == "mean") return tol.mean;
-    if (name == "variance" || name == "mean_square") return tol.variance;
-    if (name == "inv_std" || name == "inv_rms") return tol.inv_std;
-    if (name == "running_mean") return tol.running_mean;
-    return tol.running_var;
-  }
+
   /// max |got − candidate| / budget over the tensor (∞ when absent or non-finite).
   double distance(const std::string& name, const std::vector<double>& candidate) const {
     const auto* g = got(name);
-    if (!g || g->size() != candidate.size()) return HUGE_VAL;
-    const auto& b = budget(name);
+    const auto* budget = tol.of(name);
+    if (!g || !budget || g->size() != candidate.size() || budget->size() != g->size()) return HUGE_VAL;
+    const auto& b = *budget;
     double worst = 0;
     for (size_t i = 0; i < g->size(); ++i) {
       const double d = std::fabs((*g)[i] - candidate[i]);

@@ -102,6 +102,9 @@ struct Tolerances {
   bool certifiable = true;
   std::string not_certifiable_reason;
   double lambda = 0;  ///< the probabilistic model's λ (0 for worst case)
+  /// The tolerances of the tensor reported as `name` (rms_norm's mean_square and inv_rms
+  /// included); nullptr for an unknown name.
+  const std::vector<double>* of(std::string_view name) const;
 };
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                            const ReferenceResult& ref, const BudgetModel& model = {});
