@@ -118,3 +118,29 @@ TEST(Plugins, FoundByNameOnNormcheckPluginPath) {
 
 }  // namespace
 }  // namespace normcheck
+
+namespace normcheck {
+namespace {
+
+// What a plugin declares reaches normcheck: its precision profile sets the budget's depth and
+// accumulator, and --convention native takes its running-statistics convention.
+TEST(PluginDeclarations, ProfileAndConventionAreUsed) {
+  auto b = load_plugin(plugin("declarations"), 5, true);
+  ASSERT_TRUE(b);
+  const Capabilities c = b->capabilities();
+  EXPECT_EQ(c.convention, "keras");
+  EXPECT_EQ(c.precision.summation, Summation::pairwise);
+  ASSERT_TRUE(c.precision.accumulation.has_value());
+  EXPECT_EQ(*c.precision.accumulation, DType::f16);
+  const std::string json = ::testing::TempDir() + "/declarations.json";
+  const auto o = sh(std::string(NORMCHECK_BIN) + " --backend " + plugin("declarations") +
+                    " --convention native --case batch_norm,shape=4x3 --json " + json);
+  EXPECT_EQ(o.exit_code, 1) << o.output;  // it computes nothing: the outputs are missing
+  std::ifstream f(json);
+  const auto j = nlohmann::json::parse(f);
+  EXPECT_EQ(j["cases"][0]["descriptor"], "batch_norm,pass=forward_training,dtype=f32,shape=4x3,convention=keras")
+      << "--convention native takes the plugin's keras, with Keras's default momentum";
+}
+
+}  // namespace
+}  // namespace normcheck

@@ -58,6 +58,13 @@ int cmd_list(const BackendRegistry& registry) {
                "             dtypes: {}; layouts: {}\n",
                e.name, b->version(), b->description(), join_names(c.ops), join_names(c.passes),
                join_names(c.dtypes), join_names(c.layouts));
+    fmt::print("             precision profile: {} sums{}{}; inverse sqrt error ρ = {}·u\n",
+               to_string(c.precision.summation),
+               c.precision.summation == Summation::blocked ? fmt::format(" over {} accumulators", c.precision.block) : "",
+               c.precision.accumulation ? fmt::format(", {} accumulator", to_string(*c.precision.accumulation)) : "",
+               format_number(c.precision.rsqrt_error));
+    fmt::print("             running-statistics convention: {}\n",
+               c.convention.empty() ? "none of its own (applies the one normcheck passes)" : c.convention);
     for (const auto& n : c.notes) fmt::print("             {}\n", n);
   }
   fmt::print("\nsuites:\n");

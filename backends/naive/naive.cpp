@@ -288,8 +288,7 @@ class NaiveBackend final : public Backend {
                    {Layout::nchw, Layout::nhwc},
                    {variant_.compute_f64 ? "arithmetic in f64, statistics stored in the statistics dtype"
                                          : "f32 and f64: everything in the data dtype, including the running statistics",
-                    "f16 and bf16: stored in 16 bits, computed and accumulated in f32, statistics in f32",
-                    "running statistics: the convention normcheck passes (batch_weight, Bessel flag)"},
+                    "f16 and bf16: stored in 16 bits, computed and accumulated in f32, statistics in f32"},
                    "",
                    {}};
     c.precision.summation = variant_.summation;

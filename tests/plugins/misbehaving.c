@@ -6,6 +6,8 @@
  *   PLANT_ERROR     returns NC_STATUS_ERROR with a message  -> ERROR
  *   PLANT_BAD_ABI   claims ABI major 99                     -> refused at load (exit 2)
  *   PLANT_NO_ENTRY  exports no entry point                  -> refused at load (exit 2)
+ *   PLANT_DECLARATIONS  declares the Keras convention, an f16 accumulator and pairwise sums
+ *                       (and computes nothing)              -> the declarations reach normcheck
  */
 #include <stdlib.h>
 
@@ -48,9 +50,15 @@ static const nc_plugin kPlugin = {
     .passes = 0xf,
     .dtypes = 1u << NC_DTYPE_F32,
     .layouts = 0x3,
+#ifdef PLANT_DECLARATIONS
+    .convention = "keras",
+    .accumulation_dtype = NC_DTYPE_F16,
+    .summation = NC_SUM_PAIRWISE,
+#else
     .convention = NULL,
     .accumulation_dtype = -1,
     .summation = NC_SUM_UNKNOWN,
+#endif
     .run = run,
 };
 const nc_plugin* normcheck_plugin_entry(void) { return &kPlugin; }
