@@ -45,6 +45,19 @@ struct Probe {
   }
 };
 
+Probe run_probe(Backend& b, const std::string& descriptor);
+
+/// The first of equivalent probe cases the backend runs: a layer_norm case, then the same
+/// reduction as batch_norm over (N, C, H, W) for backends with channel-wise ops only.
+Probe run_first(Backend& b, std::initializer_list<std::string> descriptors) {
+  Probe last;
+  for (const auto& d : descriptors) {
+    last = run_probe(b, d);
+    if (last.ran) return last;
+  }
+  return last;
+}
+
 Probe run_probe(Backend& b, const std::string& descriptor) {
   Probe pr;
   pr.problem = parse_descriptor(descriptor);
@@ -97,7 +110,8 @@ std::vector<double> running_after(const Probe& pr, bool running_mean, bool swap,
 
 ProbeResult probe_momentum(Backend& b) {
   const char* point = "momentum direction (running_mean)";
-  const Probe pr = run_probe(b, "batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3");
+  const Probe pr = run_first(b, {"batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3",
+                                 "batch_norm,pass=forward_training,dtype=f32,shape=4x4x1x1,data=normal:5:3"});
   if (!pr.ran) return not_determined(point, pr.why);
   if (!pr.got("running_mean")) return not_determined(point, "the backend did not report running_mean");
   return choose(point,
@@ -108,7 +122,8 @@ ProbeResult probe_momentum(Backend& b) {
 
 ProbeResult probe_bessel(Backend& b) {
   const char* point = "Bessel correction in running_var";
-  const Probe pr = run_probe(b, "batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3");
+  const Probe pr = run_first(b, {"batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3",
+                                 "batch_norm,pass=forward_training,dtype=f32,shape=4x4x1x1,data=normal:5:3"});
   if (!pr.ran) return not_determined(point, pr.why);
   if (!pr.got("running_var")) return not_determined(point, "the backend did not report running_var");
   const bool asked = pr.cap.inputs.running_var_unbiased;
@@ -127,8 +142,9 @@ using InvStdForm = std::function<double(double v, double m, double eps)>;
 /// v·m/(m−1) and eps placement both change r, so each is probed allowing either choice of the other).
 using Candidates = std::vector<std::pair<std::string, std::vector<InvStdForm>>>;
 
-ProbeResult probe_inv_std(Backend& b, const char* point, const std::string& descriptor, const Candidates& forms) {
-  const Probe pr = run_probe(b, descriptor);
+ProbeResult probe_inv_std(Backend& b, const char* point, std::initializer_list<std::string> descriptors,
+                          const Candidates& forms) {
+  const Probe pr = run_first(b, descriptors);
   if (!pr.ran) return not_determined(point, pr.why);
   const Partition part = make_partition(pr.problem);
   const auto& in = pr.cap.inputs;
@@ -161,7 +177,8 @@ ProbeResult probe_inv_std(Backend& b, const char* point, const std::string& desc
 
 ProbeResult probe_saved(Backend& b) {
   const char* point = "saved statistics (forward training)";
-  const Probe pr = run_probe(b, "layer_norm,pass=forward_training,dtype=f32,shape=4x32");
+  const Probe pr = run_first(b, {"layer_norm,pass=forward_training,dtype=f32,shape=4x32",
+                                 "batch_norm,pass=forward_training,dtype=f32,shape=4x4x2x2"});
   if (!pr.ran) return not_determined(point, pr.why);
   std::vector<std::string> saved;
   if (pr.cap.produced & kOutMean) saved.push_back("mean");
@@ -169,7 +186,8 @@ ProbeResult probe_saved(Backend& b) {
   if (pr.cap.produced & kOutInvStd) saved.push_back("inv_std");
   std::string list;
   for (size_t i = 0; i < saved.size(); ++i) list += (i ? ", " : "") + saved[i];
-  return {point, saved.empty() ? "none" : list, "the outputs the backend wrote in a layer_norm forward_training call", true};
+  return {point, saved.empty() ? "none" : list,
+          fmt::format("the outputs the backend wrote in a {} forward_training call", to_string(pr.problem.op)), true};
 }
 
 /// Largest error of the saved mean over the sets, as a ratio to the f32 and 16-bit budgets.
@@ -178,8 +196,9 @@ ProbeResult probe_accumulation(Backend& b) {
   std::string finding, evidence;
   bool any = false, worse_than_f32 = false, worse_than_16 = false;
   for (DType t : {DType::f16, DType::bf16, DType::f32}) {
-    const std::string d = fmt::format("layer_norm,pass=forward_training,dtype={},shape=4x4096,data=uniform:1:2", to_string(t));
-    Probe pr = run_probe(b, d);
+    Probe pr = run_first(
+        b, {fmt::format("layer_norm,pass=forward_training,dtype={},shape=4x4096,data=uniform:1:2", to_string(t)),
+            fmt::format("batch_norm,pass=forward_training,dtype={},shape=1x4x64x64,data=uniform:1:2", to_string(t))});
     if (!pr.ran) {
       evidence += fmt::format("{}{}: {}", evidence.empty() ? "" : "; ", to_string(t), pr.why);
       continue;
@@ -230,8 +249,10 @@ ProbeResult probe_variance_algorithm(Backend& b) {
   std::string evidence;
   const double floor = 8 * unit_roundoff(DType::f32);
   for (double c : {1.0, 64.0, 512.0, 4096.0}) {
-    const Probe pr = run_probe(b, fmt::format("layer_norm,pass=forward_training,dtype=f32,shape=16x64,data=normal:{}:1",
-                                              format_number(c)));
+    const Probe pr =
+        run_first(b, {fmt::format("layer_norm,pass=forward_training,dtype=f32,shape=16x64,data=normal:{}:1", format_number(c)),
+                      fmt::format("batch_norm,pass=forward_training,dtype=f32,shape=4x16x4x4,data=normal:{}:1",
+                                  format_number(c))});
     if (!pr.ran) return not_determined(point, pr.why);
     const SetStats& st = pr.cap.reference.batch_stats.back();
     double e = 0;
@@ -265,7 +286,8 @@ ProbeResult probe_summation(Backend& b) {
     float acc = 0;
     for (int k = 0; k < n; ++k) acc += 0.1f;
     const double one = std::fabs(static_cast<double>(acc / static_cast<float>(n)) - static_cast<double>(0.1f)) / 0.1f;
-    const Probe pr = run_probe(b, fmt::format("layer_norm,pass=forward_training,dtype=f32,shape=2x{},data=constant:0.1", n));
+    const Probe pr = run_first(b, {fmt::format("layer_norm,pass=forward_training,dtype=f32,shape=2x{},data=constant:0.1", n),
+                                   fmt::format("batch_norm,pass=forward_training,dtype=f32,shape=1x2x1x{},data=constant:0.1", n)});
     if (!pr.ran) return not_determined(point, pr.why);
     const auto* mean = pr.got("mean");
     if (!mean) return not_determined(point, "the backend does not report the mean");
@@ -312,11 +334,14 @@ std::vector<ProbeResult> run_probes(Backend& b) {
   const std::function<InvStdForm(V)> omitted = [](V f) {
     return [f](double v, double m, double) { return 1 / std::sqrt(f(v, m)); };
   };
-  out.push_back(probe_inv_std(b, "variance in the normalization", "batch_norm,pass=forward_training,dtype=f32,shape=2x4",
+  out.push_back(probe_inv_std(b, "variance in the normalization",
+                              {"batch_norm,pass=forward_training,dtype=f32,shape=2x4",
+                               "batch_norm,pass=forward_training,dtype=f32,shape=2x4x1x1"},
                               {{"biased v (population)", {inside(biased), outside(biased)}},
                                {"unbiased v·m/(m−1)", {inside(unbiased), outside(unbiased)}}}));
   out.push_back(probe_inv_std(b, "eps placement",
-                              "layer_norm,pass=forward_training,dtype=f32,shape=4x256,data=normal:0:0.0031623",
+                              {"layer_norm,pass=forward_training,dtype=f32,shape=4x256,data=normal:0:0.0031623",
+                               "batch_norm,pass=forward_training,dtype=f32,shape=4x4x8x8,data=normal:0:0.0031623"},
                               {{"inside the square root: 1/sqrt(v + eps)", {inside(biased), inside(unbiased)}},
                                {"outside: 1/(sqrt(v) + eps)", {outside(biased), outside(unbiased)}},
                                {"omitted: 1/sqrt(v)", {omitted(biased), omitted(unbiased)}}}));
