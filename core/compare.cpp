@@ -272,13 +272,13 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   if (p.op == Op::batch_norm && !in.running_mean.empty()) {
     const size_t n_train = p.pass == Pass::forward_training ? in.batches.size()
                            : p.pass == Pass::forward_inference ? in.batches.size() - 1 : 0;
-    const double f = in.batch_weight;
     const double bessel = in.running_var_unbiased && m > 1 ? m / (m - 1) : 1;
     e_rm.assign(part.num_sets, 0.0);
     e_rv.assign(part.num_sets, 0.0);
     for (int64_t c = 0; c < part.num_sets; ++c) {
       double rm_mag = std::fabs(in.running_mean[c]), rv_mag = std::fabs(in.running_var[c]);
       for (size_t k = 0; k < n_train; ++k) {
+        const double f = in.weight_of_step(k);
         const SetStats& sk = ref.batch_stats[k];
         const SetBounds bk = set_bounds(md, true, m, sk.mean[c], sk.variance[c], sk.inv_std[c],
                                         sk.mean_abs[c], sk.max_abs[c]);

@@ -173,12 +173,11 @@ std::optional<Outputs> running_signature(const CaseEvidence& e, bool swap_moment
   if (p.op != Op::batch_norm || e.in.running_mean.empty() || !trained) return std::nullopt;
   const size_t steps = p.pass == Pass::forward_training ? e.in.batches.size() : e.in.batches.size() - 1;
   const Real m = static_cast<Real>(e.part.set_size);
-  Real f = e.in.batch_weight;
-  if (swap_momentum) f = 1 - f;
   const bool unbiased = flip_bessel ? !e.in.running_var_unbiased : e.in.running_var_unbiased;
   std::vector<Real> rm(e.in.running_mean.begin(), e.in.running_mean.end()),
       rv(e.in.running_var.begin(), e.in.running_var.end());
   for (size_t k = 0; k < steps; ++k) {
+    const Real f = swap_momentum ? 1 - e.in.weight_of_step(k) : e.in.weight_of_step(k);
     const SetStats& st = e.ref.batch_stats[k];
     for (size_t c = 0; c < rm.size(); ++c) {
       rm[c] = (1 - f) * rm[c] + f * st.mean[c];
@@ -244,7 +243,7 @@ std::optional<Outputs> strides_ignored(const CaseEvidence& e) {
     o[p.op == Op::rms_norm ? "mean_square" : "variance"].assign(var.begin(), var.end());
     o[p.op == Op::rms_norm ? "inv_rms" : "inv_std"].assign(r.begin(), r.end());
     if (p.op == Op::batch_norm && !e.in.running_mean.empty()) {  // one training step on the wrong sets
-      const Real f = e.in.batch_weight, m = static_cast<Real>(e.part.set_size);
+      const Real f = e.in.weight_of_step(0), m = static_cast<Real>(e.part.set_size);
       auto& rm = o["running_mean"];
       auto& rv = o["running_var"];
       for (size_t k = 0; k < mean.size(); ++k) {

@@ -90,6 +90,20 @@ GeneratedInputs generate_inputs(const Problem& p, const Partition& part) {
         case Special::none: break;
         case Special::nan: x.set(0, std::numeric_limits<double>::quiet_NaN()); break;
         case Special::inf: x.set(0, std::numeric_limits<double>::infinity()); break;
+        case Special::spikes: {
+          const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p20;
+          for (int64_t i = 0; i < x.numel(); i += 97) x.set(i, (i / 97) % 2 ? -big : big);
+          break;
+        }
+        case Special::cancel: {
+          const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p24;
+          if (part.set_size >= 2)
+            for (int64_t q = 0; q < part.num_sets; ++q) {
+              x.set(part.set_begin(q)[0], big);
+              x.set(part.set_begin(q)[part.set_size - 1], -big);
+            }
+          break;
+        }
         case Special::const_set: {
           const int64_t* m = part.set_begin(0);
           const double v = x.get(m[0]);
@@ -103,7 +117,23 @@ GeneratedInputs generate_inputs(const Problem& p, const Partition& part) {
   if (is_backward(p.pass)) {
     g.dy = Tensor(p.dtype, p.dims, p.layout);
     Stream s(p.seed, kDy);
-    for (int64_t i = 0; i < g.dy.numel(); ++i) g.dy.set(i, s.normal());
+    if (p.dy.kind == GradientSpec::Kind::normal) {
+      for (int64_t i = 0; i < g.dy.numel(); ++i) g.dy.set(i, s.normal());
+    } else {  // G6: dy = a + b·x̂ + 1e-3·N(0, 1), x̂ from each set's mean and inv_std (in double)
+      const Tensor& x = g.batches.back();
+      for (int64_t q = 0; q < part.num_sets; ++q) {
+        const int64_t* idx = part.set_begin(q);
+        double mean = 0, ss = 0;
+        if (part.subtract_mean) {
+          for (int64_t k = 0; k < part.set_size; ++k) mean += x.get(idx[k]);
+          mean /= static_cast<double>(part.set_size);
+        }
+        for (int64_t k = 0; k < part.set_size; ++k) ss += (x.get(idx[k]) - mean) * (x.get(idx[k]) - mean);
+        const double r = 1 / std::sqrt(ss / static_cast<double>(part.set_size) + p.eps);
+        for (int64_t k = 0; k < part.set_size; ++k)
+          g.dy.set(idx[k], p.dy.a + p.dy.b * (x.get(idx[k]) - mean) * r + 1e-3 * s.normal());
+      }
+    }
   }
   if (p.affine) {
     const auto ashape = affine_shape(p);

@@ -95,14 +95,29 @@ std::string_view to_string(Special s) {
     case Special::nan: return "nan";
     case Special::inf: return "inf";
     case Special::const_set: return "const_set";
+    case Special::spikes: return "spikes";
+    case Special::cancel: return "cancel";
   }
   return "?";
 }
 
+GradientSpec parse_gradient(std::string_view text) {
+  GradientSpec g;
+  if (text == "normal") return g;
+  const std::string t(text);
+  const auto c1 = t.find(':'), c2 = c1 == std::string::npos ? c1 : t.find(':', c1 + 1);
+  if (t.rfind("common:", 0) != 0 || c2 == std::string::npos)
+    throw Error(fmt::format("descriptor: dy={} must be normal or common:A:B (dy = A + B·x̂ + 1e-3·N(0, 1))", text));
+  g.kind = GradientSpec::Kind::common;
+  g.a = parse_double("dy", t.substr(c1 + 1, c2 - c1 - 1));
+  g.b = parse_double("dy", t.substr(c2 + 1));
+  return g;
+}
+
 Special parse_special(std::string_view s) {
-  for (Special v : {Special::none, Special::nan, Special::inf, Special::const_set})
+  for (Special v : {Special::none, Special::nan, Special::inf, Special::const_set, Special::spikes, Special::cancel})
     if (to_string(v) == s) return v;
-  throw Error(fmt::format("descriptor: special={} unknown; known: none, nan, inf, const_set", s));
+  throw Error(fmt::format("descriptor: special={} unknown; known: none, nan, inf, const_set, spikes, cancel", s));
 }
 
 int default_steps(Pass pass) { return pass == Pass::forward_training ? 1 : 0; }
@@ -177,21 +192,26 @@ Problem parse_descriptor(std::string_view text) {
         running_stats_convention(p.convention);
       } else if (key == "momentum") {
         only_for(p.op == Op::batch_norm, "batch_norm");
-        p.momentum = parse_double(key, val);
-        have_momentum = true;
+        if (val == "cumulative") {
+          p.cumulative_average = true;
+        } else {
+          p.momentum = parse_double(key, val);
+          have_momentum = true;
+        }
       } else if (key == "steps") {
         only_for(p.op == Op::batch_norm, "batch_norm");
         p.steps = static_cast<int>(parse_int(key, val));
         have_steps = true;
       } else if (key == "data") p.data = parse_distribution(val);
       else if (key == "special") p.special = parse_special(val);
+      else if (key == "dy") p.dy = parse_gradient(val);
       else if (key == "seed") {
         int64_t s = parse_int(key, val);
         if (s < 0) throw Error("seed must be ≥ 0");
         p.seed = static_cast<uint64_t>(s);
       } else {
         throw Error(fmt::format("unknown key '{}'; known: pass, dtype, layout, shape, norm_dims, "
-                                "groups, eps, affine, inplace, convention, momentum, steps, data, special, seed",
+                                "groups, eps, affine, inplace, convention, momentum, steps, data, special, dy, seed",
                                 key));
       }
     }
@@ -233,6 +253,8 @@ void validate(const Problem& p) {
                             to_string(p.pass), to_string(p.op)));
   if (!(p.momentum >= 0 && p.momentum <= 1)) throw Error("momentum must be in [0, 1]");
   running_stats_convention(p.convention);
+  if (p.cumulative_average && find_convention(p.convention).cumulative_average == "none")
+    throw Error(fmt::format("momentum=cumulative: convention {} has no cumulative moving average", p.convention));
   if (p.op == Op::batch_norm) {
     if (p.pass == Pass::forward_training && p.steps < 1)
       throw Error("steps must be ≥ 1 for forward_training (the last step is compared)");
@@ -241,6 +263,9 @@ void validate(const Problem& p) {
       throw Error("steps applies to forward passes only");
     if (p.steps > 1000) throw Error("steps must be ≤ 1000");
   }
+  if (p.dy.kind == GradientSpec::Kind::common && !is_backward(p.pass))
+    throw Error("dy applies to backward passes only");
+  if (!std::isfinite(p.dy.a) || !std::isfinite(p.dy.b)) throw Error("dy=common:A:B needs finite A and B");
   if (p.data.kind == Distribution::Kind::normal && !(p.data.b >= 0))
     throw Error("data=normal:MEAN:STD needs STD ≥ 0");
   if (p.data.kind == Distribution::Kind::uniform && !(p.data.a <= p.data.b))
@@ -261,12 +286,16 @@ std::string to_descriptor(const Problem& p) {
   if (p.inplace) s += ",inplace=1";
   if (p.op == Op::batch_norm) {
     if (p.convention != "pytorch") s += ",convention=" + p.convention;
-    if (p.momentum != find_convention(p.convention).default_momentum)
+    if (p.cumulative_average)
+      s += ",momentum=cumulative";
+    else if (p.momentum != find_convention(p.convention).default_momentum)
       s += ",momentum=" + format_number(p.momentum);
     if (p.steps != default_steps(p.pass)) s += fmt::format(",steps={}", p.steps);
   }
   if (!(p.data == Distribution{})) s += ",data=" + to_string(p.data);
   if (p.special != Special::none) s += fmt::format(",special={}", to_string(p.special));
+  if (p.dy.kind == GradientSpec::Kind::common)
+    s += ",dy=common:" + format_number(p.dy.a) + ":" + format_number(p.dy.b);
   if (p.seed != 1) s += fmt::format(",seed={}", p.seed);
   return s;
 }

@@ -69,7 +69,8 @@ RunArgs make_run_args(const Problem& p) {
   args.groups = p.groups;
   args.eps = round_to(sdt, p.eps);
   args.affine = p.affine;
-  args.batch_weight = round_to(sdt, batch_weight(conv, round_to(sdt, p.momentum)));
+  // momentum=cumulative: the first step weighs the batch by 1 (the runner sets 1/k per step).
+  args.batch_weight = p.cumulative_average ? 1.0 : round_to(sdt, batch_weight(conv, round_to(sdt, p.momentum)));
   args.running_var_unbiased = conv.running_var_unbiased;
   args.x.dtype = p.dtype;
   return args;
@@ -108,6 +109,8 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   rin.running_var = in.running_var.to_vector();
   rin.eps = args.eps;
   rin.batch_weight = args.batch_weight;
+  if (p.cumulative_average)  // step k (from 1) weighs the batch by 1/k
+    for (int k = 1; k <= num_calls(p); ++k) rin.batch_weights.push_back(round_to(sdt, 1.0 / k));
   rin.running_var_unbiased = args.running_var_unbiased;
   const ReferenceResult ref = reference_run(p, part, rin, opt.reference_bits);
   res.condition_number = condition_number(ref);
@@ -152,6 +155,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   for (int k = 0; k < calls; ++k) {
     const bool training = k < n_train;
     args.pass = training ? Pass::forward_training : p.pass;
+    if (training && p.cumulative_average) args.batch_weight = rin.weight_of_step(static_cast<size_t>(k));
     args.x = in.batches[k].arg();
     args.y = p.inplace ? args.x : y.arg();
     args.dy = in.dy.arg();

@@ -91,7 +91,6 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
 
   // Running statistics, carried at full precision across training steps.
   std::vector<R> rm = from_doubles<R>(in.running_mean), rv = from_doubles<R>(in.running_var);
-  const R f(in.batch_weight);
   const size_t calls = in.batches.size();
   const bool training_steps = p.op == Op::batch_norm &&
                               (p.pass == Pass::forward_training || p.pass == Pass::forward_inference);
@@ -105,6 +104,7 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
 
   if (training_steps) {
     for (size_t k = 0; k < n_train; ++k) {
+      const R f(in.weight_of_step(k));
       for (int64_t c = 0; c < part.num_sets; ++c) {
         R vb = stats[k].var[c];
         if (in.running_var_unbiased) {

@@ -79,6 +79,17 @@ TEST(ReferenceHand, RunningStatisticsOverThreeStepsPyTorchAndKeras) {
   EXPECT_NEAR(r.running_var[0], 1.0, 1e-15);
 }
 
+TEST(ReferenceHand, CumulativeAverageIsThePlainMeanOfTheBatches) {
+  // PyTorch momentum=None: f_k = 1/k. Batches {1,3}, {2,4}, {3,5}: means 2, 3, 4 average to 3;
+  // unbiased variances 2, 2, 2 average to 2 (the initial running stats get weight 0 at step 1).
+  auto f = make("batch_norm,shape=2x1,steps=3,momentum=cumulative", {{1, 3}, {2, 4}, {3, 5}});
+  f.in.running_var_unbiased = true;
+  f.in.batch_weights = {1.0, 0.5, 1.0 / 3};
+  const auto r = run(f);
+  EXPECT_NEAR(r.running_mean[0], 3.0, 1e-15);
+  EXPECT_NEAR(r.running_var[0], 2.0, 1e-15);
+}
+
 TEST(ReferenceHand, SingleValuePerChannelIsDefinedExceptUnbiasedRunningVar) {
   auto f = make("batch_norm,shape=1x2", {{5, -7}}, {1.5, 2}, {0.25, -1}, 1e-5);
   f.in.batch_weight = 0.1;

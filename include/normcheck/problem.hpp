@@ -34,6 +34,22 @@ enum class Special : int32_t {
   nan,        ///< x at logical index 0 is NaN
   inf,        ///< x at logical index 0 is +Inf
   const_set,  ///< every element of the first reduction set equals that set's first element
+  /// Mixed magnitudes (tolerance-model.md §4 G7): every 97th element (logical index) is ±2^20,
+  /// alternating in sign (±2^14 for f16, whose range ends at 65504).
+  spikes,
+  /// Cancelling pairs (G7): in every reduction set of ≥ 2 elements, the first element is +L and
+  /// the last −L, L = 2^24 (2^14 for f16); a recursive sum loses the small terms between them.
+  cancel,
+};
+
+/// How dy is drawn for backward passes.
+struct GradientSpec {
+  enum class Kind : int32_t { normal, common };
+  /// normal: dy ~ N(0, 1). common (G6, a common-mode gradient): dy = a + b·x̂ + 10⁻³·N(0, 1) per
+  /// reduction set, with x̂ from the set's exact mean and inv_std, which makes dx a small
+  /// difference of large terms.
+  Kind kind = Kind::normal;
+  double a = 0, b = 0;
 };
 
 struct Problem {
@@ -57,6 +73,10 @@ struct Problem {
   /// batch_norm only: momentum in the convention's own meaning (new-weight for PyTorch,
   /// old-weight for Keras). Defaults to the convention's default.
   double momentum = 0.1;
+  /// batch_norm only: `momentum=cumulative`, a cumulative moving average: training step k (from 1)
+  /// weighs the batch by 1/k (PyTorch momentum=None: 1/num_batches_tracked; cuDNN factor 1/(1+n)).
+  /// Only for conventions that have one (conventions.json cumulative_average).
+  bool cumulative_average = false;
   /// batch_norm forward passes: training steps (forward_training calls, each on a fresh batch)
   /// before the compared call. forward_training: the last step is the compared call (≥ 1).
   /// forward_inference: steps run first, then inference on a fresh batch; 0 means the running
@@ -64,6 +84,7 @@ struct Problem {
   int steps = 1;
   Distribution data;
   Special special = Special::none;
+  GradientSpec dy;  ///< backward passes: how dy is drawn
   /// Run in place: y is written over x (forward), dx over dy (backward).
   bool inplace = false;
   uint64_t seed = 1;

@@ -38,6 +38,10 @@ struct ReferenceInputs {
   std::vector<double> running_mean, running_var;   ///< initial values (batch_norm)
   double eps = 0;                                  ///< the stats-dtype value the backend uses
   double batch_weight = 0;                         ///< new-weight factor f (RunArgs)
+  /// Per training step, when the factor changes from step to step (momentum=cumulative: 1/k);
+  /// empty: batch_weight for every step.
+  std::vector<double> batch_weights;
+  double weight_of_step(size_t k) const { return k < batch_weights.size() ? batch_weights[k] : batch_weight; }
   bool running_var_unbiased = true;
 };
 
