@@ -108,10 +108,15 @@ std::vector<double> running_after(const Probe& pr, bool running_mean, bool swap,
   return out;
 }
 
-ProbeResult probe_momentum(Backend& b) {
+/// One batch_norm training step with m = 4 from running_mean = 0, running_var = 1, on N(5, 3)
+/// data: running statistics far from the batch (G10).
+Probe one_training_step(Backend& b) {
+  return run_first(b, {"batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3",
+                       "batch_norm,pass=forward_training,dtype=f32,shape=4x4x1x1,data=normal:5:3"});
+}
+
+ProbeResult probe_momentum(const Probe& pr) {
   const char* point = "momentum direction (running_mean)";
-  const Probe pr = run_first(b, {"batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3",
-                                 "batch_norm,pass=forward_training,dtype=f32,shape=4x4x1x1,data=normal:5:3"});
   if (!pr.ran) return not_determined(point, pr.why);
   if (!pr.got("running_mean")) return not_determined(point, "the backend did not report running_mean");
   return choose(point,
@@ -120,10 +125,8 @@ ProbeResult probe_momentum(Backend& b) {
                 "running_mean");
 }
 
-ProbeResult probe_bessel(Backend& b) {
+ProbeResult probe_bessel(const Probe& pr) {
   const char* point = "Bessel correction in running_var";
-  const Probe pr = run_first(b, {"batch_norm,pass=forward_training,dtype=f32,shape=4x4,data=normal:5:3",
-                                 "batch_norm,pass=forward_training,dtype=f32,shape=4x4x1x1,data=normal:5:3"});
   if (!pr.ran) return not_determined(point, pr.why);
   if (!pr.got("running_var")) return not_determined(point, "the backend did not report running_var");
   const bool asked = pr.cap.inputs.running_var_unbiased;
@@ -319,8 +322,9 @@ ProbeResult probe_summation(Backend& b) {
 
 std::vector<ProbeResult> run_probes(Backend& b) {
   std::vector<ProbeResult> out;
-  out.push_back(probe_momentum(b));
-  out.push_back(probe_bessel(b));
+  const Probe step = one_training_step(b);
+  out.push_back(probe_momentum(step));
+  out.push_back(probe_bessel(step));
   // Variance used in r (biased or unbiased) and eps placement.
   using V = std::function<double(double v, double m)>;
   const V biased = [](double v, double) { return v; };
