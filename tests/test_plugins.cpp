@@ -4,6 +4,7 @@
 
 #include "shell.hpp"
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -49,7 +50,9 @@ TEST(Plugins, ExampleGivesTheSameResultsIsolatedAndInProcess) {
 }
 
 TEST(Plugins, ExampleGatesLikeABuiltInBackendThroughTheCli) {
-  const auto json_path = (std::filesystem::temp_directory_path() / "nc_example_plugin.json").string();
+  // Per process: two test runs (two build trees) may share /tmp.
+  const auto json_path =
+      (std::filesystem::temp_directory_path() / ("nc_example_plugin_" + std::to_string(getpid()) + ".json")).string();
   const auto o = sh(kBin + " --backend " + kExample + " --suite edge -q --json " + json_path);
   EXPECT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("0 failed, 0 errors"), std::string::npos) << o.output;
@@ -72,7 +75,8 @@ struct Planted {
 class MisbehavingPlugin : public ::testing::TestWithParam<Planted> {};
 
 TEST_P(MisbehavingPlugin, IsReportedAndTheRunGoesOn) {
-  const auto dir = std::filesystem::temp_directory_path() / ("nc_plugin_" + std::string(GetParam().plugin));
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("nc_plugin_" + std::string(GetParam().plugin) + "_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const auto json = (dir / "r.json").string();
   const auto o = sh(kBin + " --backend " + plugin(GetParam().plugin) +
@@ -132,7 +136,7 @@ TEST(PluginDeclarations, ProfileAndConventionAreUsed) {
   EXPECT_EQ(c.precision.summation, Summation::pairwise);
   ASSERT_TRUE(c.precision.accumulation.has_value());
   EXPECT_EQ(*c.precision.accumulation, DType::f16);
-  const std::string json = ::testing::TempDir() + "/declarations.json";
+  const std::string json = ::testing::TempDir() + "/declarations_" + std::to_string(getpid()) + ".json";
   const auto o = sh(std::string(NORMCHECK_BIN) + " --backend " + plugin("declarations") +
                     " --convention native --case batch_norm,shape=4x3 --json " + json);
   EXPECT_EQ(o.exit_code, 1) << o.output;  // it computes nothing: the outputs are missing
