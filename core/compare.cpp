@@ -119,13 +119,6 @@ SetBounds set_bounds(const Model& md, bool subtract_mean, double m, double mean,
   return b;
 }
 
-std::vector<int64_t> set_index(const Partition& part) {
-  std::vector<int64_t> s(part.numel);
-  for (int64_t k = 0; k < part.num_sets; ++k)
-    for (int64_t j = 0; j < part.set_size; ++j) s[part.set_begin(k)[j]] = k;
-  return s;
-}
-
 }  // namespace
 
 double ulp_distance(DType t, double a, double b) {
@@ -253,7 +246,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     t.lambda = md.lambda;
   }
   const double kSafety = md.s;
-  const auto sets = set_index(part);
+  const auto sets = set_of_elements(part);
   const std::vector<double>& x = in.batches.back();
   const SetStats& st = ref.batch_stats.back();
   const int64_t n = part.numel;

@@ -33,10 +33,7 @@ int64_t channels_per_group(const Problem& p) { return p.op == Op::group_norm ? p
 struct Context {
   const CaseEvidence& e;
   std::vector<int64_t> set;
-  explicit Context(const CaseEvidence& ev) : e(ev), set(static_cast<size_t>(ev.part.numel)) {
-    for (int64_t s = 0; s < e.part.num_sets; ++s)
-      for (int64_t k = 0; k < e.part.set_size; ++k) set[static_cast<size_t>(e.part.set_begin(s)[k])] = s;
-  }
+  explicit Context(const CaseEvidence& ev) : e(ev), set(set_of_elements(ev.part)) {}
   Real gamma(int64_t j) const { return e.in.gamma.empty() ? 1 : e.in.gamma[j]; }
   Real beta(int64_t j) const { return e.in.beta.empty() || !e.part.has_beta ? 0 : e.in.beta[j]; }
 };

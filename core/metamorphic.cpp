@@ -165,13 +165,10 @@ RelationResult shift(Backend& b, const Problem& p, const Run& a) {
   const Partition part = make_partition(p);
   const std::vector<double>& xs = s.cap.inputs.batches.back();
   const SetStats& st = a.cap.reference.batch_stats.back();
-  std::vector<double> set_of(static_cast<size_t>(part.numel)), max_delta(static_cast<size_t>(part.num_sets), 0);
-  for (int64_t q = 0; q < part.num_sets; ++q)
-    for (int64_t k = 0; k < part.set_size; ++k) {
-      const int64_t i = part.set_begin(q)[k];
-      set_of[i] = static_cast<double>(q);
-      max_delta[q] = std::max(max_delta[q], std::fabs(xs[i] - x[i] - c));
-    }
+  const std::vector<int64_t> set_of = set_of_elements(part);
+  std::vector<double> max_delta(static_cast<size_t>(part.num_sets), 0);
+  for (int64_t i = 0; i < part.numel; ++i)
+    max_delta[set_of[i]] = std::max(max_delta[set_of[i]], std::fabs(xs[i] - x[i] - c));
   const auto& gamma = a.cap.inputs.gamma;
   auto extra = [&](int64_t i) {
     const auto q = static_cast<size_t>(set_of[i]);

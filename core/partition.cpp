@@ -66,4 +66,11 @@ Partition make_partition(const Problem& p) {
   return part;
 }
 
+std::vector<int64_t> set_of_elements(const Partition& part) {
+  std::vector<int64_t> set_of(static_cast<size_t>(part.numel));
+  for (int64_t s = 0; s < part.num_sets; ++s)
+    for (int64_t k = 0; k < part.set_size; ++k) set_of[static_cast<size_t>(part.set_begin(s)[k])] = s;
+  return set_of;
+}
+
 }  // namespace normcheck

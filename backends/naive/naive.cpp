@@ -53,10 +53,11 @@ S to_storage(T v) {
     return static_cast<S>(v);
 }
 
-/// The partition of one geometry plus the elements of each affine index (for dgamma/dbeta),
-/// contiguous per index in increasing logical order.
+/// The partition of one geometry, the set of every element, and the elements of each affine
+/// index (for dgamma/dbeta), contiguous per index in increasing logical order.
 struct Geometry {
   Partition part;
+  std::vector<int64_t> set_of;          ///< set_of_elements(part)
   std::vector<int64_t> affine_begin;    ///< num_affine + 1 offsets into affine_members
   std::vector<int64_t> affine_members;
 };
@@ -216,7 +217,7 @@ class Kernel {
     // dgamma[j] = Σ dy·x̂ and dbeta[j] = Σ dy over the elements of affine index j, first: in place,
     // dx is written over dy.
     uint32_t produced = kOutDx;
-    const std::vector<int64_t>& sets = set_of();
+    const std::vector<int64_t>& sets = geo_.set_of;
     auto xh = [&](int64_t i) { return (T(x[i]) - mean_s[sets[i]]) * r_s[sets[i]]; };
     if (a_.dgamma.present() || a_.dbeta.present()) {
       for (int64_t j = 0; j < part_.num_affine; ++j) {
@@ -250,15 +251,6 @@ class Kernel {
     return produced;
   }
 
-  /// The reduction set of every element.
-  const std::vector<int64_t>& set_of() {
-    if (sets_.empty()) {
-      sets_.resize(static_cast<size_t>(part_.numel));
-      for (int64_t s = 0; s < part_.num_sets; ++s)
-        for (int64_t k = 0; k < part_.set_size; ++k) sets_[static_cast<size_t>(part_.set_begin(s)[k])] = s;
-    }
-    return sets_;
-  }
 
   const RunArgs& a_;
   NaiveFlaws flaws_;
@@ -266,7 +258,6 @@ class Kernel {
   const Partition& part_;
   const Geometry& geo_;
   int64_t channels_per_group_ = 1;
-  std::vector<int64_t> sets_;
 };
 
 class NaiveBackend final : public Backend {
@@ -334,6 +325,7 @@ class NaiveBackend final : public Backend {
           cached_groups_ == p.groups)) {
       geo_.part = make_partition(p);
       const Partition& part = geo_.part;
+      geo_.set_of = set_of_elements(part);
       geo_.affine_begin.assign(static_cast<size_t>(part.num_affine + 1), 0);
       for (int64_t i = 0; i < part.numel; ++i) ++geo_.affine_begin[static_cast<size_t>(part.affine_of[i] + 1)];
       for (int64_t j = 0; j < part.num_affine; ++j) geo_.affine_begin[j + 1] += geo_.affine_begin[j];

@@ -45,6 +45,9 @@ struct Partition {
 /// Builds the partition of problem p (which must be valid). O(numel) time and memory.
 Partition make_partition(const Problem& p);
 
+/// The reduction set of every element: result[i] = s for each i in set s. O(numel).
+std::vector<int64_t> set_of_elements(const Partition& part);
+
 /// Logical shape of gamma/beta: BN/IN/GN: {C}; LN/RMS: the normalized_shape.
 std::vector<int64_t> affine_shape(const Problem& p);
 /// Logical shape of the per-set statistics: BN: {C}; IN: {N, C}; GN: {N, G};
