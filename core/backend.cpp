@@ -48,7 +48,12 @@ std::string_view to_string(Summation s) {
   return "?";
 }
 
-double PrecisionProfile::depth(double k) const {
+double PrecisionProfile::unit_roundoff(DType stats) const {
+  const double u = normcheck::unit_roundoff(stats);
+  return accumulation ? std::max(u, normcheck::unit_roundoff(*accumulation)) : u;
+}
+
+double PrecisionProfile::depth(double k, double u) const {
   k = std::max(k, 1.0);
   switch (summation) {
     case Summation::recursive: return k - 1;
@@ -61,7 +66,7 @@ double PrecisionProfile::depth(double k) const {
     // at most u·|partial sum|: (k·u)²·Σ|x| in the worst case, so h = 2 + k²·u (in units of u).
     // While k·u is small this is the textbook (2u + O(k·u²)) bound; when k·u nears 1 (f32 at 2^24)
     // the compensation itself stagnates and the depth makes the case NOT_CERTIFIABLE.
-    case Summation::compensated: return std::min(k - 1, 2.0 + k * k * unit_roundoff_hint);
+    case Summation::compensated: return std::min(k - 1, 2.0 + k * k * u);
   }
   return k - 1;
 }

@@ -32,7 +32,7 @@ struct Model {
   /// of the arithmetic (§1). Sums of subnormals are exact; divisions and squares are not.
   double eta = 0;
   PrecisionProfile profile;
-  double depth(double k) const { return profile.depth(k); }
+  double depth(double k) const { return profile.depth(k, u); }
   double gam(double k) const {
     if (lambda <= 0) return gamma_k(k, u);
     return std::expm1(lambda * std::sqrt(std::max(k, 0.0)) * u + k * u * u / (1 - u));
@@ -220,9 +220,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
   Model md;
   md.profile = model.profile;
-  md.u = unit_roundoff(sdt);
-  if (model.profile.accumulation) md.u = std::max(md.u, unit_roundoff(*model.profile.accumulation));
-  md.profile.unit_roundoff_hint = md.u;
+  md.u = model.profile.unit_roundoff(sdt);
   md.rho = model.profile.rsqrt_error;
   md.eta = 0.5 * (sdt == DType::f64 ? std::numeric_limits<double>::denorm_min()
                                     : static_cast<double>(std::numeric_limits<float>::denorm_min()));

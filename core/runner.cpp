@@ -118,9 +118,8 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // probabilistic (the WARN tier); docs/comparison.md.
   BudgetModel model;
   model.profile = backend.capabilities().precision;
-  model.profile.unit_roundoff_hint = model.profile.accumulation
-                                         ? std::max(unit_roundoff(sdt), unit_roundoff(*model.profile.accumulation))
-                                         : unit_roundoff(sdt);
+  const double u_arith = model.profile.unit_roundoff(sdt);  // of the reductions the budget assumes
+  const double depth = model.profile.depth(static_cast<double>(part.set_size), u_arith);
   const Tolerances tol = make_tolerances(p, part, rin, ref, model);
   model.probabilistic = true;
   const Tolerances tol_prob = make_tolerances(p, part, rin, ref, model);
@@ -271,11 +270,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     if (!missing.empty())
       reason += fmt::format("{}backend did not produce {}", reason.empty() ? "" : "; ", fmt::join(missing, ", "));
     if (!failed.empty()) {
-      const double u = model.profile.accumulation
-                           ? std::max(unit_roundoff(sdt), unit_roundoff(*model.profile.accumulation))
-                           : unit_roundoff(sdt);
-      const CaseEvidence ev{p, part, rin, ref, tol, std::move(got_values), res.tensors, u,
-                            model.profile.depth(static_cast<double>(part.set_size))};
+      const CaseEvidence ev{p, part, rin, ref, tol, std::move(got_values), res.tensors, u_arith, depth};
       res.suspected_cause = suspected_cause(ev);
     } else {
       res.suspected_cause = "the backend did not write an output it must produce";
@@ -292,7 +287,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // up to 2·γ_{m+4}·κ1 in units of |gamma| (docs/comparison.md). Above 10% the case cannot tell
   // a right answer from a wrong one in this dtype.
   if (!uses_running_stats(p.pass)) {
-    const double u = unit_roundoff(stats_dtype(p.dtype)), k = model.profile.depth(static_cast<double>(part.set_size)) + 4;
+    const double u = unit_roundoff(sdt), k = depth + 4;
     const double shift = k * u < 1 ? 2 * k * u / (1 - k * u) * res.condition_number : HUGE_VAL;
     res.weak_check = shift > 0.1;
     if (res.weak_check)

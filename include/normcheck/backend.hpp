@@ -109,10 +109,12 @@ struct PrecisionProfile {
   /// Dtype of the reductions when coarser than the statistics dtype (an f16 accumulator);
   /// std::nullopt: the statistics dtype (f32 for f16/bf16 data).
   std::optional<DType> accumulation;
-  /// Depth h of a sum of k terms under this profile. k ≥ 1. For compensated sums the depth
-  /// depends on the unit roundoff (set by the comparison before use; f32's by default).
-  double depth(double k) const;
-  double unit_roundoff_hint = 0x1p-24;
+  /// Unit roundoff of the reductions for data whose statistics dtype is `stats`: that dtype's,
+  /// or the declared accumulator's when it is coarser.
+  double unit_roundoff(DType stats) const;
+  /// Depth h of a sum of k terms under this profile, k ≥ 1, with u = unit_roundoff(…) (the
+  /// depth of compensated sums depends on it).
+  double depth(double k, double u) const;
 };
 
 /// What a backend can run. "Unsupported" is an answer (reported as UNSUPPORTED with the
