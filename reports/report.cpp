@@ -33,12 +33,6 @@ std::string fmt_num(double v) {
 
 std::string coords_text(const std::vector<int64_t>& c) { return fmt::format("[{}]", fmt::join(c, ",")); }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot write report " + path);
-  f << text;
-  if (!f) throw Error("error writing report " + path);
-}
 
 std::string xml_escape(std::string_view s) {
   std::string out;
@@ -74,6 +68,13 @@ const TensorComparison* worst_tensor(const CaseResult& c) {
 }
 
 }  // namespace
+
+void write_text_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot write report " + path);
+  f << text;
+  if (!f) throw Error("error writing report " + path);
+}
 
 void Tally::add(Verdict v) {
   switch (v) {
@@ -203,7 +204,7 @@ std::string to_json_text(const RunReport& r) {
   return j.dump(2) + "\n";
 }
 
-void write_json(const RunReport& r, const std::string& path) { write_file(path, to_json_text(r)); }
+void write_json(const RunReport& r, const std::string& path) { write_text_file(path, to_json_text(r)); }
 
 namespace {
 double read_num(const json& v) {
@@ -355,7 +356,7 @@ void write_junit(const RunReport& r, const std::string& path) {
     }
   }
   x += "  </testsuite>\n</testsuites>\n";
-  write_file(path, x);
+  write_text_file(path, x);
 }
 
 std::string to_markdown(const RunReport& r) {
@@ -412,7 +413,7 @@ std::string to_markdown(const RunReport& r) {
   return md;
 }
 
-void write_markdown(const RunReport& r, const std::string& path) { write_file(path, to_markdown(r)); }
+void write_markdown(const RunReport& r, const std::string& path) { write_text_file(path, to_markdown(r)); }
 
 std::string machine_description() {
   std::string model = "unknown CPU";

@@ -385,9 +385,7 @@ int cmd_metamorphic(Backend& b, const std::string& label, const std::string& sui
     j["backend"] = {{"name", label}, {"id", b.name()}, {"version", b.version()}};
     j["suite"] = suite;
     j["results"] = results;
-    std::ofstream f(json_path);
-    f << j.dump(2) << "\n";
-    if (!f) throw Error("cannot write " + json_path);
+    write_text_file(json_path, j.dump(2) + "\n");
   }
   return violated ? kExitMismatch : kExitPass;
 }
@@ -413,9 +411,7 @@ int cmd_diagnose(Backend& b, const std::string& label, const std::string& json_p
     for (const auto& p : probes)
       j["probes"].push_back({{"point", p.point}, {"finding", p.finding}, {"evidence", p.evidence},
                              {"determined", p.determined}});
-    std::ofstream f(json_path);
-    f << j.dump(2) << "\n";
-    if (!f) throw Error("cannot write " + json_path);
+    write_text_file(json_path, j.dump(2) + "\n");
   }
   return kExitPass;
 }

@@ -48,6 +48,10 @@ void write_json(const RunReport& r, const std::string& path);
 void write_junit(const RunReport& r, const std::string& path);
 void write_markdown(const RunReport& r, const std::string& path);
 
+/// Writes text to path (binary, replacing it). Throws Error when the file cannot be written.
+/// Every report and JSON file normcheck writes goes through it.
+void write_text_file(const std::string& path, const std::string& text);
+
 /// JSON text of the report (what write_json writes).
 std::string to_json_text(const RunReport& r);
 /// Reads a report written by write_json. Throws Error for unreadable files, other schemas, or
