@@ -54,16 +54,12 @@ std::unique_ptr<PreparedCase> prepare(const Problem& problem) {
     if (p.affine) c->dgamma = Tensor(sdt, ashape);
     if (p.affine && part.has_beta) c->dbeta = Tensor(sdt, ashape);
     if (p.pass == Pass::backward_training) {
+      std::vector<double> mean, var;
+      set_moments(part, [&](int64_t i) { return x.get(i); }, mean, var);
       for (int64_t s = 0; s < part.num_sets; ++s) {
-        const int64_t* idx = part.set_begin(s);
-        double sum = 0, ss = 0;
-        for (int64_t k = 0; k < part.set_size; ++k) sum += x.get(idx[k]);
-        const double mean = part.subtract_mean ? sum / static_cast<double>(part.set_size) : 0.0;
-        for (int64_t k = 0; k < part.set_size; ++k) ss += (x.get(idx[k]) - mean) * (x.get(idx[k]) - mean);
-        const double var = ss / static_cast<double>(part.set_size);
-        c->mean.set(s, mean);
-        c->variance.set(s, var);
-        c->inv_std.set(s, 1.0 / std::sqrt(var + a.eps));
+        c->mean.set(s, mean[s]);
+        c->variance.set(s, var[s]);
+        c->inv_std.set(s, 1.0 / std::sqrt(var[s] + a.eps));
       }
     }
   } else if (!p.inplace) {

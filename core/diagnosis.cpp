@@ -66,23 +66,6 @@ std::vector<double> forward_y(const Context& c, const std::vector<double>& x, co
   return y;
 }
 
-/// Per-set mean (0 for rms_norm) and biased variance (rms_norm: mean square) of x.
-void moments(const Context& c, const std::vector<double>& x, std::vector<Real>& mean, std::vector<Real>& var) {
-  const Partition& part = c.e.part;
-  mean.assign(static_cast<size_t>(part.num_sets), 0);
-  var.assign(static_cast<size_t>(part.num_sets), 0);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
-    const int64_t* idx = part.set_begin(s);
-    Real sum = 0, ss = 0;
-    if (part.subtract_mean)
-      for (int64_t k = 0; k < part.set_size; ++k) sum += x[idx[k]];
-    const Real mu = sum / part.set_size;
-    for (int64_t k = 0; k < part.set_size; ++k) ss += (x[idx[k]] - mu) * (x[idx[k]] - mu);
-    mean[s] = mu;
-    var[s] = ss / part.set_size;
-  }
-}
-
 /// dx, dgamma, dbeta from x, dy and the statistics the backend used (tolerance-model.md §2.6).
 Outputs backward(const Context& c, const std::vector<double>& x, const std::vector<double>& dy,
                  const std::vector<Real>& mean, const std::vector<Real>& r, bool global,
@@ -232,7 +215,7 @@ std::optional<Outputs> strides_ignored(const CaseEvidence& e) {
   if (!is_backward(p.pass)) {
     if (p.pass != Pass::forward_training) return std::nullopt;
     std::vector<Real> mean, var, r;
-    moments(c, x, mean, var);
+    set_moments(e.part, [&](int64_t i) { return x[i]; }, mean, var);
     r.resize(var.size());
     for (size_t s = 0; s < r.size(); ++s) r[s] = 1 / std::sqrt(var[s] + e.in.eps);
     Outputs o{{"y", logical(forward_y(c, x, mean, r, affine))}};

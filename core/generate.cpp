@@ -121,17 +121,13 @@ GeneratedInputs generate_inputs(const Problem& p, const Partition& part) {
       for (int64_t i = 0; i < g.dy.numel(); ++i) g.dy.set(i, s.normal());
     } else {  // G6: dy = a + b·x̂ + 1e-3·N(0, 1), x̂ from each set's mean and inv_std (in double)
       const Tensor& x = g.batches.back();
+      std::vector<double> mean, var;
+      set_moments(part, [&](int64_t i) { return x.get(i); }, mean, var);
       for (int64_t q = 0; q < part.num_sets; ++q) {
         const int64_t* idx = part.set_begin(q);
-        double mean = 0, ss = 0;
-        if (part.subtract_mean) {
-          for (int64_t k = 0; k < part.set_size; ++k) mean += x.get(idx[k]);
-          mean /= static_cast<double>(part.set_size);
-        }
-        for (int64_t k = 0; k < part.set_size; ++k) ss += (x.get(idx[k]) - mean) * (x.get(idx[k]) - mean);
-        const double r = 1 / std::sqrt(ss / static_cast<double>(part.set_size) + p.eps);
+        const double r = 1 / std::sqrt(var[q] + p.eps);
         for (int64_t k = 0; k < part.set_size; ++k)
-          g.dy.set(idx[k], p.dy.a + p.dy.b * (x.get(idx[k]) - mean) * r + 1e-3 * s.normal());
+          g.dy.set(idx[k], p.dy.a + p.dy.b * (x.get(idx[k]) - mean[q]) * r + 1e-3 * s.normal());
       }
     }
   }

@@ -48,6 +48,27 @@ Partition make_partition(const Problem& p);
 /// The reduction set of every element: result[i] = s for each i in set s. O(numel).
 std::vector<int64_t> set_of_elements(const Partition& part);
 
+/// Per-set mean (0 for rms_norm) and biased variance (rms_norm: mean square) of the values
+/// x(i), two-pass, in Real arithmetic. A working-precision estimate for what needs no exact
+/// statistics (generated gradients, a benchmark's saved statistics, the predictions of bug
+/// signatures); the reference (reference.hpp) is the exact one.
+template <class Real, class Value>
+void set_moments(const Partition& part, const Value& x, std::vector<Real>& mean, std::vector<Real>& var) {
+  mean.assign(static_cast<size_t>(part.num_sets), Real(0));
+  var.assign(static_cast<size_t>(part.num_sets), Real(0));
+  const Real m = static_cast<Real>(part.set_size);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    const int64_t* idx = part.set_begin(s);
+    Real sum = 0, ss = 0;
+    if (part.subtract_mean)
+      for (int64_t k = 0; k < part.set_size; ++k) sum += x(idx[k]);
+    const Real mu = sum / m;
+    for (int64_t k = 0; k < part.set_size; ++k) ss += (x(idx[k]) - mu) * (x(idx[k]) - mu);
+    mean[static_cast<size_t>(s)] = mu;
+    var[static_cast<size_t>(s)] = ss / m;
+  }
+}
+
 /// Logical shape of gamma/beta: BN/IN/GN: {C}; LN/RMS: the normalized_shape.
 std::vector<int64_t> affine_shape(const Problem& p);
 /// Logical shape of the per-set statistics: BN: {C}; IN: {N, C}; GN: {N, G};
