@@ -226,15 +226,16 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
                                     : static_cast<double>(std::numeric_limits<float>::denorm_min()));
   const double u = md.u;
   const double m = static_cast<double>(part.set_size);
-  const double n_aff_all = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
+  // Elements per gamma entry: the length of the dgamma/dbeta sums.
+  const double n_aff = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
   // Certifiability (§1): the longest reduction of the case under the declared order.
-  const double h_max = std::max(md.depth(m), is_backward(p.pass) ? md.depth(n_aff_all) : 0.0);
+  const double h_max = std::max(md.depth(m), is_backward(p.pass) ? md.depth(n_aff) : 0.0);
   if ((h_max + 4) * u > 0.05) {
     t.certifiable = false;
     t.not_certifiable_reason = fmt::format(
         "{} sums of {} terms in {} have depth h = {:.0f}: (h + 4)·u = {:.3g} > 0.05, so no first-order error "
         "bound holds at this size (tolerance-model.md §1)",
-        to_string(md.profile.summation), static_cast<int64_t>(std::max(m, is_backward(p.pass) ? n_aff_all : 0.0)),
+        to_string(md.profile.summation), static_cast<int64_t>(std::max(m, is_backward(p.pass) ? n_aff : 0.0)),
         model.profile.accumulation ? to_string(*model.profile.accumulation) : to_string(sdt), h_max, (h_max + 4) * u);
   }
   if (model.probabilistic) {
@@ -335,7 +336,6 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   // statistic errors it sees are one rounding: E_μ' = u|μ|, δ_r' = (ρ + 1.5)·u + u (r rounded or
   // recomputed from the rounded variance).
   const std::vector<double>& dy = in.dy;
-  const double n_aff = static_cast<double>(n) / static_cast<double>(part.num_affine);
   const bool global = p.pass == Pass::backward_inference;
   std::vector<double> mu_s(part.num_sets), r_s(part.num_sets);
   for (int64_t s = 0; s < part.num_sets; ++s) {
