@@ -13,7 +13,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libboost-dev libmpfr-dev libgmp-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
-  libdnnl-dev xz-utils
+  libdnnl-dev ocl-icd-opencl-dev opencl-headers xz-utils
   python3 python3-matplotlib python3-numpy python3-jsonschema
   chromium
 )
