@@ -23,6 +23,7 @@
 
 #include "normcheck/bench.hpp"
 #include "normcheck/data.hpp"
+#include "normcheck/interrupt.hpp"
 #include "normcheck/metamorphic.hpp"
 #include "normcheck/probes.hpp"
 #include "plugin/plugin_backend.hpp"
@@ -32,8 +33,7 @@
 namespace normcheck {
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
+extern "C" void on_sigint(int sig) { request_interrupt(sig); }
 
 std::string join(const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ", ")); }
 template <class E, size_t N>
@@ -625,14 +625,14 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
                  reference_bits);
     std::fflush(stdout);
     const bool tty = isatty(STDERR_FILENO) && !quiet;
-    g_interrupted = false;
+    clear_interrupt();
     auto previous = std::signal(SIGINT, on_sigint);
     const auto t0 = std::chrono::steady_clock::now();
     RunOptions opt;
     opt.reference_bits = reference_bits;
     opt.dump_dir = dump_dir;
     for (size_t i = 0; i < plan.size(); ++i) {
-      if (g_interrupted) {
+      if (interrupted()) {
         report.complete = false;
         break;
       }
