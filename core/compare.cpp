@@ -245,13 +245,12 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     t.lambda = md.lambda;
   }
   const double kSafety = md.s;
-  const auto sets = set_of_elements(part);
   const std::vector<double>& x = in.batches.back();
   const SetStats& st = ref.batch_stats.back();
   const int64_t n = part.numel;
-  auto gamma_of = [&](int64_t i) { return in.gamma.empty() ? 1.0 : in.gamma[part.affine_of[i]]; };
+  auto gamma_of = [&](int64_t i) { return in.gamma.empty() ? 1.0 : in.gamma[part.affine_of(i)]; };
   auto beta_of = [&](int64_t i) {
-    return in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of[i]];
+    return in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of(i)];
   };
 
   std::vector<SetBounds> bounds(part.num_sets);
@@ -295,7 +294,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     t.y.resize(n);
     t.y_terms.resize(n);
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t s = sets[i];
+      const int64_t s = part.set_of(i);
       double mu, r, e_mu, delta_r;
       if (running) {
         mu = ref.used_running_mean[s];
@@ -345,7 +344,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   const double delta_r = (md.rho + 2.5) * u;
   std::vector<double> xhat(n), g(n);
   for (int64_t i = 0; i < n; ++i) {
-    xhat[i] = (x[i] - mu_s[sets[i]]) * r_s[sets[i]];
+    xhat[i] = (x[i] - mu_s[part.set_of(i)]) * r_s[part.set_of(i)];
     g[i] = dy[i] * gamma_of(i);
   }
   t.dx.resize(n);
@@ -355,10 +354,10 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   } else {
     const double h = md.depth(m);
     for (int64_t s = 0; s < part.num_sets; ++s) {
-      const int64_t* idx = part.set_begin(s);
+      const auto idx = [&](int64_t k) { return part.member(s, k); };
       double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
       for (int64_t k = 0; k < part.set_size; ++k) {
-        const int64_t i = idx[k];
+        const int64_t i = idx(k);
         a += g[i];
         b += g[i] * xhat[i];
         g1 += std::fabs(g[i]);
@@ -374,7 +373,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
       const double db = md.gam(h + 3) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
                         md.gam(h + 3) * r * (gxabs + std::fabs(mu) * g1);
       for (int64_t k = 0; k < part.set_size; ++k) {
-        const int64_t i = idx[k];
+        const int64_t i = idx(k);
         const double xi = r * e_mu + std::fabs(xhat[i]) * (delta_r + 2 * u);
         const double A = r * (da + std::fabs(xhat[i]) * db + std::fabs(b) * xi +
                               2 * u * (std::fabs(g[i]) + std::fabs(a) + std::fabs(xhat[i] * b)) +
@@ -387,8 +386,8 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   // dgamma, dbeta: sums over the n_aff elements sharing one affine index.
   std::vector<double> s_dyx(part.num_affine, 0), s_dy(part.num_affine, 0), s_xform(part.num_affine, 0);
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t j = part.affine_of[i];
-    const int64_t s = sets[i];
+    const int64_t j = part.affine_of(i);
+    const int64_t s = part.set_of(i);
     s_dyx[j] += std::fabs(dy[i] * xhat[i]);
     s_dy[j] += std::fabs(dy[i]) * r_s[s] * u * std::fabs(mu_s[s]);  // mean-rounding term r·E_μ'·|dy|
     s_xform[j] += r_s[s] * std::fabs(dy[i]) * (std::fabs(x[i]) + std::fabs(mu_s[s]));
@@ -404,7 +403,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   if (!ref.dbeta.empty()) {
     t.dbeta.resize(part.num_affine);
     std::vector<double> s_abs_dy(part.num_affine, 0);
-    for (int64_t i = 0; i < n; ++i) s_abs_dy[part.affine_of[i]] += std::fabs(dy[i]);
+    for (int64_t i = 0; i < n; ++i) s_abs_dy[part.affine_of(i)] += std::fabs(dy[i]);
     for (int64_t j = 0; j < part.num_affine; ++j)
       t.dbeta[j] = kSafety * md.gam(md.depth(n_aff)) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
   }

@@ -29,11 +29,11 @@ struct Signature {
 
 int64_t channels_per_group(const Problem& p) { return p.op == Op::group_norm ? p.channels() / p.groups : 1; }
 
-/// Set of every element, and the gamma/beta accessors with an index map.
+/// The reduction set of every element, and the gamma/beta accessors with an index map.
 struct Context {
   const CaseEvidence& e;
-  std::vector<int64_t> set;
-  explicit Context(const CaseEvidence& ev) : e(ev), set(set_of_elements(ev.part)) {}
+  explicit Context(const CaseEvidence& ev) : e(ev) {}
+  int64_t set(int64_t i) const { return e.part.set_of(i); }
   Real gamma(int64_t j) const { return e.in.gamma.empty() ? 1 : e.in.gamma[j]; }
   Real beta(int64_t j) const { return e.in.beta.empty() || !e.part.has_beta ? 0 : e.in.beta[j]; }
 };
@@ -60,7 +60,7 @@ std::vector<double> forward_y(const Context& c, const std::vector<double>& x, co
                               const std::vector<Real>& r, const std::function<int64_t(int64_t)>& affine) {
   std::vector<double> y(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    const int64_t s = c.set[i], j = affine(static_cast<int64_t>(i));
+    const int64_t s = c.set(i), j = affine(static_cast<int64_t>(i));
     y[i] = static_cast<double>(c.gamma(j) * ((x[i] - mean[s]) * r[s]) + c.beta(j));
   }
   return y;
@@ -74,21 +74,21 @@ Outputs backward(const Context& c, const std::vector<double>& x, const std::vect
   std::vector<double> dx(x.size());
   std::vector<Real> dg(static_cast<size_t>(part.num_affine), 0), db(static_cast<size_t>(part.num_affine), 0);
   for (int64_t s = 0; s < part.num_sets; ++s) {
-    const int64_t* idx = part.set_begin(s);
+    const auto idx = [&](int64_t k) { return part.member(s, k); };
     Real a = 0, b = 0;
     for (int64_t k = 0; k < part.set_size; ++k) {
-      const int64_t i = idx[k];
+      const int64_t i = idx(k);
       const Real g = dy[i] * c.gamma(gamma_index(i)), xh = (x[i] - mean[s]) * r[s];
       a += g;
       b += g * xh;
-      const int64_t j = part.affine_of[i];
+      const int64_t j = part.affine_of(i);
       dg[j] += dgamma_missing_mean ? dy[i] * x[i] * r[s] : dy[i] * xh;
       db[j] += dy[i];
     }
     a = part.subtract_mean ? a / part.set_size : 0;
     b /= part.set_size;
     for (int64_t k = 0; k < part.set_size; ++k) {
-      const int64_t i = idx[k];
+      const int64_t i = idx(k);
       const Real g = dy[i] * c.gamma(gamma_index(i)), xh = (x[i] - mean[s]) * r[s];
       dx[i] = static_cast<double>(global ? r[s] * g : r[s] * (g - a - xh * b));
     }
@@ -128,19 +128,19 @@ std::optional<Outputs> inv_std_signature(const CaseEvidence& e, const std::funct
     spread[s] = std::max(std::fabs(inv_std_of(st.variance[s] + dv, m) - r[s]),
                          std::fabs(inv_std_of(std::max<Real>(st.variance[s] - dv, 0), m) - r[s]));
   }
-  Outputs o{{"y", forward_y(c, e.in.batches.back(), mean, r, [&](int64_t i) { return e.part.affine_of[i]; })}};
+  Outputs o{{"y", forward_y(c, e.in.batches.back(), mean, r, [&](int64_t i) { return e.part.affine_of(i); })}};
   const std::string stat = e.problem.op == Op::rms_norm ? "inv_rms" : "inv_std";
   o[stat].assign(r.begin(), r.end());
   o[kExtra + stat].assign(spread.begin(), spread.end());
   // The kernel's own mean error (within E_μ) reaches y multiplied by its r, not the exact one,
   // and its r error by |gamma·(x − μ)|.
   auto& extra = o[kExtra + std::string("y")];
-  extra.resize(c.set.size());
+  extra.resize(static_cast<size_t>(e.part.numel));
   for (size_t i = 0; i < extra.size(); ++i) {
-    const int64_t s = c.set[i];
+    const int64_t s = c.set(i);
     const Real ratio = std::max<Real>(1, r[s] / st.inv_std[s]);
     extra[i] = static_cast<double>((ratio - 1) * e.tol.y[i] +
-                                   std::fabs(c.gamma(e.part.affine_of[i]) * (e.in.batches.back()[i] - mean[s])) * spread[s]);
+                                   std::fabs(c.gamma(e.part.affine_of(i)) * (e.in.batches.back()[i] - mean[s])) * spread[s]);
   }
   return o;
 }
@@ -171,7 +171,7 @@ std::optional<Outputs> running_signature(const CaseEvidence& e, bool swap_moment
     Context c(e);
     std::vector<Real> r(rv.size());
     for (size_t s = 0; s < r.size(); ++s) r[s] = 1 / std::sqrt(rv[s] + e.in.eps);
-    o["y"] = forward_y(c, e.in.batches.back(), rm, r, [&](int64_t i) { return e.part.affine_of[i]; });
+    o["y"] = forward_y(c, e.in.batches.back(), rm, r, [&](int64_t i) { return e.part.affine_of(i); });
   }
   return o;
 }
@@ -181,7 +181,7 @@ std::optional<Outputs> gn_per_group(const CaseEvidence& e) {
   if (e.problem.op != Op::group_norm || e.in.gamma.empty()) return std::nullopt;
   Context c(e);
   const int64_t cpg = channels_per_group(e.problem);
-  auto by_group = [&](int64_t i) { return e.part.affine_of[i] / cpg; };
+  auto by_group = [&](int64_t i) { return e.part.affine_of(i) / cpg; };
   std::vector<Real> mean, r;
   used_stats(e, mean, r);
   if (!is_backward(e.problem.pass)) return Outputs{{"y", forward_y(c, e.in.batches.back(), mean, r, by_group)}};
@@ -210,7 +210,7 @@ std::optional<Outputs> strides_ignored(const CaseEvidence& e) {
     return l;
   };
   Context c(e);
-  auto affine = [&](int64_t i) { return e.part.affine_of[i]; };
+  auto affine = [&](int64_t i) { return e.part.affine_of(i); };
   const std::vector<double> x = physical(e.in.batches.back());
   if (!is_backward(p.pass)) {
     if (p.pass != Pass::forward_training) return std::nullopt;
@@ -252,14 +252,14 @@ std::optional<Outputs> gn_backward_per_channel(const CaseEvidence& e) {
   const auto& dy = e.in.dy;
   std::vector<Real> dg(static_cast<size_t>(e.part.num_affine), 0), db(dg.size(), 0);
   for (size_t i = 0; i < x.size(); ++i) {
-    const int64_t s = c.set[i], j = e.part.affine_of[i];
+    const int64_t s = c.set(i), j = e.part.affine_of(i);
     dg[j] += dy[i] * (x[i] - mean[s]) * r[s];
     db[j] += dy[i];
   }
   const Real m = static_cast<Real>(e.part.set_size);
   std::vector<double> dx(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    const int64_t s = c.set[i], j = e.part.affine_of[i];
+    const int64_t s = c.set(i), j = e.part.affine_of(i);
     const Real xh = (x[i] - mean[s]) * r[s];
     dx[i] = static_cast<double>(c.gamma(j) * r[s] * (dy[i] - (db[j] + xh * dg[j]) / m));
   }
@@ -293,7 +293,7 @@ const std::vector<Signature>& signatures() {
          std::vector<Real> mean, r;
          used_stats(e, mean, r);
          Outputs o = backward(c, e.in.batches.back(), e.in.dy, mean, r, e.problem.pass == Pass::backward_inference,
-                              [&](int64_t i) { return e.part.affine_of[i]; }, true);
+                              [&](int64_t i) { return e.part.affine_of(i); }, true);
          return Outputs{{"dgamma", o["dgamma"]}};
        }},
       {"GroupNorm gamma/beta applied per group instead of per channel (ONNX GroupNormalization-18 semantics)",
@@ -364,10 +364,10 @@ std::vector<SetFit> fit_forward(const CaseEvidence& e) {
   for (int64_t s = 0; s < e.part.num_sets; ++s) {
     // d_i ≈ α·γ_i + δr·γ_i·x̂_i  →  normal equations of the 2×2 least-squares problem.
     Real saa = 0, sab = 0, sbb = 0, sad = 0, sbd = 0;
-    const int64_t* idx = e.part.set_begin(s);
+    const auto idx = [&](int64_t k) { return e.part.member(s, k); };
     for (int64_t k = 0; k < e.part.set_size; ++k) {
-      const int64_t i = idx[k];
-      const Real g = c.gamma(e.part.affine_of[i]);
+      const int64_t i = idx(k);
+      const Real g = c.gamma(e.part.affine_of(i));
       const Real xh = (e.in.batches.back()[i] - st.mean[s]) * st.inv_std[s];
       const Real d = got->second[i] - e.ref.y[i];
       if (!std::isfinite(static_cast<double>(d))) return {};

@@ -99,15 +99,14 @@ GeneratedInputs generate_inputs(const Problem& p, const Partition& part) {
           const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p24;
           if (part.set_size >= 2)
             for (int64_t q = 0; q < part.num_sets; ++q) {
-              x.set(part.set_begin(q)[0], big);
-              x.set(part.set_begin(q)[part.set_size - 1], -big);
+              x.set(part.member(q, 0), big);
+              x.set(part.member(q, part.set_size - 1), -big);
             }
           break;
         }
         case Special::const_set: {
-          const int64_t* m = part.set_begin(0);
-          const double v = x.get(m[0]);
-          for (int64_t j = 0; j < part.set_size; ++j) x.set(m[j], v);
+          const double v = x.get(part.member(0, 0));
+          for (int64_t j = 0; j < part.set_size; ++j) x.set(part.member(0, j), v);
           break;
         }
       }
@@ -124,10 +123,10 @@ GeneratedInputs generate_inputs(const Problem& p, const Partition& part) {
       std::vector<double> mean, var;
       set_moments(part, [&](int64_t i) { return x.get(i); }, mean, var);
       for (int64_t q = 0; q < part.num_sets; ++q) {
-        const int64_t* idx = part.set_begin(q);
+        const auto idx = [&](int64_t k) { return part.member(q, k); };
         const double r = 1 / std::sqrt(var[q] + p.eps);
         for (int64_t k = 0; k < part.set_size; ++k)
-          g.dy.set(idx[k], p.dy.a + p.dy.b * (x.get(idx[k]) - mean[q]) * r + 1e-3 * s.normal());
+          g.dy.set(idx(k), p.dy.a + p.dy.b * (x.get(idx(k)) - mean[q]) * r + 1e-3 * s.normal());
       }
     }
   }

@@ -165,14 +165,13 @@ RelationResult shift(Backend& b, const Problem& p, const Run& a) {
   const Partition part = make_partition(p);
   const std::vector<double>& xs = s.cap.inputs.batches.back();
   const SetStats& st = a.cap.reference.batch_stats.back();
-  const std::vector<int64_t> set_of = set_of_elements(part);
   std::vector<double> max_delta(static_cast<size_t>(part.num_sets), 0);
   for (int64_t i = 0; i < part.numel; ++i)
-    max_delta[set_of[i]] = std::max(max_delta[set_of[i]], std::fabs(xs[i] - x[i] - c));
+    max_delta[part.set_of(i)] = std::max(max_delta[part.set_of(i)], std::fabs(xs[i] - x[i] - c));
   const auto& gamma = a.cap.inputs.gamma;
   auto extra = [&](int64_t i) {
-    const auto q = static_cast<size_t>(set_of[i]);
-    const double g = gamma.empty() ? 1.0 : std::fabs(gamma[part.affine_of[i]]);
+    const auto q = static_cast<size_t>(part.set_of(i));
+    const double g = gamma.empty() ? 1.0 : std::fabs(gamma[part.affine_of(i)]);
     const double xh = std::fabs((x[i] - st.mean[q]) * st.inv_std[q]);
     return 2 * g * st.inv_std[q] * (std::fabs(xs[i] - x[i] - c) + max_delta[q] * (1 + xh));
   };
@@ -192,14 +191,14 @@ RelationResult affine(const Problem& p, const Run& a) {
   const std::vector<double>& x = a.cap.inputs.batches.back();
   RelationResult r{"affine", to_descriptor(p), true, 0, "", false};
   for (int64_t c = 0; c < part.num_sets; ++c) {
-    const int64_t* idx = part.set_begin(c);
+    const auto idx = [&](int64_t k) { return part.member(c, k); };
     const double m = static_cast<double>(part.set_size);
     double mx = 0, my = 0, sxx = 0, sxy = 0;
-    for (int64_t k = 0; k < part.set_size; ++k) mx += x[idx[k]], my += y->second[idx[k]];
+    for (int64_t k = 0; k < part.set_size; ++k) mx += x[idx(k)], my += y->second[idx(k)];
     mx /= m, my /= m;
     for (int64_t k = 0; k < part.set_size; ++k) {
-      sxx += (x[idx[k]] - mx) * (x[idx[k]] - mx);
-      sxy += (x[idx[k]] - mx) * (y->second[idx[k]] - my);
+      sxx += (x[idx(k)] - mx) * (x[idx(k)] - mx);
+      sxy += (x[idx(k)] - mx) * (y->second[idx(k)] - my);
     }
     const double slope = sxx > 0 ? sxy / sxx : 0;
     // Each y_j is within t_j of the exact line. The least-squares line then deviates from it at
@@ -207,10 +206,10 @@ RelationResult affine(const Problem& p, const Run& a) {
     // (h: the hat matrix of simple regression; Cauchy–Schwarz), so a residual is at most
     // max_j t_j · (2 + |z_i|).
     double t_max = 0;
-    for (int64_t k = 0; k < part.set_size; ++k) t_max = std::max(t_max, a.tol.y[idx[k]]);
+    for (int64_t k = 0; k < part.set_size; ++k) t_max = std::max(t_max, a.tol.y[idx(k)]);
     const double sd = std::sqrt(sxx / m);
     for (int64_t k = 0; k < part.set_size; ++k) {
-      const int64_t i = idx[k];
+      const int64_t i = idx(k);
       const double residual = std::fabs(y->second[i] - (my + slope * (x[i] - mx)));
       const double z = sd > 0 ? std::fabs(x[i] - mx) / sd : 0;
       const double ratio = residual / (t_max * (2 + z));

@@ -27,50 +27,30 @@ Partition make_partition(const Problem& p) {
   part.numel = numel;
   part.subtract_mean = p.op != Op::rms_norm;
   part.has_beta = p.op != Op::rms_norm;
-  part.affine_of.resize(numel);
-
-  // set_of(i) for logical index i = (ni·C + ci)·S + si.
-  std::vector<int64_t> set_of(numel);
   int64_t inner = 1;
   for (int d = p.rank() - p.norm_dims; d < p.rank(); ++d) inner *= p.dims[d];
-  for (int64_t i = 0; i < numel; ++i) {
-    const int64_t ci = (i / spatial) % c;
-    const int64_t ni = i / (spatial * c);
-    switch (p.op) {
-      case Op::batch_norm: set_of[i] = ci; part.affine_of[i] = ci; break;
-      case Op::instance_norm: set_of[i] = ni * c + ci; part.affine_of[i] = ci; break;
-      case Op::group_norm:
-        set_of[i] = ni * p.groups + ci / (c / p.groups);
-        part.affine_of[i] = ci;
-        break;
-      case Op::layer_norm:
-      case Op::rms_norm: set_of[i] = i / inner; part.affine_of[i] = i % inner; break;
-    }
-  }
+
+  // Logical index i = (ni·C + ci)·S + si; see the table in partition.hpp.
+  const StridedSets per_channel{c, spatial, spatial, n, c * spatial, spatial};
   switch (p.op) {
-    case Op::batch_norm: part.num_sets = c; part.num_affine = c; break;
-    case Op::instance_norm: part.num_sets = n * c; part.num_affine = c; break;
-    case Op::group_norm: part.num_sets = n * p.groups; part.num_affine = c; break;
+    case Op::batch_norm: part.sets = per_channel; break;
+    case Op::instance_norm: part.sets = {n * c, spatial, spatial, 1, 0, spatial}; break;
+    case Op::group_norm: {
+      const int64_t len = c / p.groups * spatial;
+      part.sets = {n * p.groups, len, len, 1, 0, len};
+      break;
+    }
     case Op::layer_norm:
-    case Op::rms_norm: part.num_sets = numel / inner; part.num_affine = inner; break;
+    case Op::rms_norm: part.sets = {numel / inner, inner, inner, 1, 0, inner}; break;
   }
-  part.set_size = numel / part.num_sets;
-
-  // Bucket members per set in increasing logical order.
-  part.members.resize(numel);
-  std::vector<int64_t> fill(part.num_sets, 0);
-  for (int64_t i = 0; i < numel; ++i) {
-    const int64_t s = set_of[i];
-    part.members[s * part.set_size + fill[s]++] = i;
-  }
+  if (p.op == Op::layer_norm || p.op == Op::rms_norm)
+    part.affine = {inner, 1, 1, numel / inner, inner, 1};
+  else
+    part.affine = per_channel;
+  part.num_sets = part.sets.count;
+  part.set_size = part.sets.size();
+  part.num_affine = part.affine.count;
   return part;
-}
-
-std::vector<int64_t> set_of_elements(const Partition& part) {
-  std::vector<int64_t> set_of(static_cast<size_t>(part.numel));
-  for (int64_t s = 0; s < part.num_sets; ++s)
-    for (int64_t k = 0; k < part.set_size; ++k) set_of[static_cast<size_t>(part.set_begin(s)[k])] = s;
-  return set_of;
 }
 
 }  // namespace normcheck

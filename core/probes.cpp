@@ -167,8 +167,8 @@ ProbeResult probe_inv_std(Backend& b, const char* point, std::initializer_list<s
       std::vector<double> y(static_cast<size_t>(part.numel));
       for (int64_t s = 0; s < part.num_sets; ++s)
         for (int64_t k = 0; k < part.set_size; ++k) {
-          const int64_t i = part.set_begin(s)[k];
-          const int64_t j = part.affine_of[i];
+          const int64_t i = part.member(s, k);
+          const int64_t j = part.affine_of(i);
           y[i] = in.gamma[j] * (in.batches.back()[i] - st.mean[s]) * r[s] + in.beta[j];
         }
       best = std::min(best, pr.distance("y", y));

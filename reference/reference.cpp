@@ -45,11 +45,11 @@ BatchStats<R> batch_statistics(const Partition& part, const std::vector<double>&
   out.mean_abs.resize(part.num_sets);
   out.max_abs.resize(part.num_sets);
   for (int64_t s = 0; s < part.num_sets; ++s) {
-    const int64_t* idx = part.set_begin(s);
+    const auto idx = [&](int64_t k) { return part.member(s, k); };
     R sum = 0, sum_abs = 0;
     double max_abs = 0;
     for (int64_t k = 0; k < m; ++k) {
-      const double v = x[idx[k]];
+      const double v = x[idx(k)];
       sum += R(v);
       sum_abs += R(std::fabs(v));
       max_abs = std::isnan(v) || std::isnan(max_abs) ? std::numeric_limits<double>::quiet_NaN()
@@ -58,7 +58,7 @@ BatchStats<R> batch_statistics(const Partition& part, const std::vector<double>&
     const R mu = part.subtract_mean ? R(sum / m) : R(0);
     R ss = 0;
     for (int64_t k = 0; k < m; ++k) {
-      const R d = R(x[idx[k]]) - mu;
+      const R d = R(x[idx(k)]) - mu;
       ss += d * d;
     }
     st.mean[s] = mu;
@@ -84,9 +84,9 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
   const R eps(in.eps);
   const int64_t m = part.set_size;
   const bool affine = !in.gamma.empty();
-  auto gamma_at = [&](int64_t i) { return affine ? R(in.gamma[part.affine_of[i]]) : R(1); };
+  auto gamma_at = [&](int64_t i) { return affine ? R(in.gamma[part.affine_of(i)]) : R(1); };
   auto beta_at = [&](int64_t i) {
-    return affine && part.has_beta ? R(in.beta[part.affine_of[i]]) : R(0);
+    return affine && part.has_beta ? R(in.beta[part.affine_of(i)]) : R(0);
   };
 
   // Running statistics, carried at full precision across training steps.
@@ -137,12 +137,9 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
     res.used_running_mean = to_doubles(rm);
     res.used_running_var = to_doubles(rv);
   }
-  std::vector<int64_t> set_of(n);
-  for (int64_t s = 0; s < part.num_sets; ++s)
-    for (int64_t k = 0; k < m; ++k) set_of[part.set_begin(s)[k]] = s;
   std::vector<R> xhat(n);
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t s = set_of[i];
+    const int64_t s = part.set_of(i);
     xhat[i] = (R(x[i]) - use_mean[s]) * use_inv_std[s];
   }
 
@@ -161,7 +158,7 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
   const std::vector<double>& dy = in.dy;
   std::vector<R> dgamma(part.num_affine, R(0)), dbeta(part.num_affine, R(0));
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t a = part.affine_of[i];
+    const int64_t a = part.affine_of(i);
     const R t = R(dy[i]) * xhat[i];
     dgamma[a] += t;
     dbeta[a] += R(dy[i]);
@@ -169,13 +166,13 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
   res.dx.resize(n);
   if (p.pass == Pass::backward_inference) {
     for (int64_t i = 0; i < n; ++i)
-      res.dx[i] = to_double(R(gamma_at(i) * use_inv_std[set_of[i]] * R(dy[i])));
+      res.dx[i] = to_double(R(gamma_at(i) * use_inv_std[part.set_of(i)] * R(dy[i])));
   } else {
     for (int64_t s = 0; s < part.num_sets; ++s) {
-      const int64_t* idx = part.set_begin(s);
+      const auto idx = [&](int64_t k) { return part.member(s, k); };
       R sg = 0, sgx = 0;
       for (int64_t k = 0; k < m; ++k) {
-        const int64_t i = idx[k];
+        const int64_t i = idx(k);
         const R g = R(dy[i]) * gamma_at(i);
         sg += g;
         sgx += g * xhat[i];
@@ -183,7 +180,7 @@ ReferenceResult run_impl(const Problem& p, const Partition& part, const Referenc
       const R a = part.subtract_mean ? R(sg / m) : R(0);
       const R b = sgx / m;
       for (int64_t k = 0; k < m; ++k) {
-        const int64_t i = idx[k];
+        const int64_t i = idx(k);
         const R g = R(dy[i]) * gamma_at(i);
         res.dx[i] = to_double(R(use_inv_std[s] * (g - a - xhat[i] * b)));
       }

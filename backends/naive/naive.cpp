@@ -53,13 +53,9 @@ S to_storage(T v) {
     return static_cast<S>(v);
 }
 
-/// The partition of one geometry, the set of every element, and the elements of each affine
-/// index (for dgamma/dbeta), contiguous per index in increasing logical order.
+/// The partition of one geometry (strided: O(1) memory; partition.hpp).
 struct Geometry {
   Partition part;
-  std::vector<int64_t> set_of;          ///< set_of_elements(part)
-  std::vector<int64_t> affine_begin;    ///< num_affine + 1 offsets into affine_members
-  std::vector<int64_t> affine_members;
 };
 
 /// S: storage type of the data tensors (x, y, dy, dx); ST: storage type of the statistics,
@@ -89,7 +85,7 @@ class Kernel {
     if (flaws_.ignore_strides) v.dense = true;
     return v;
   }
-  int64_t affine_index(int64_t i) const { return part_.affine_of[i] / channels_per_group_; }
+  int64_t affine_index(int64_t i) const { return part_.affine_of(i) / channels_per_group_; }
   T gamma(int64_t i) const { return a_.gamma.present() ? T(View<ST>(a_.gamma)[affine_index(i)]) : T(1); }
   T beta(int64_t i) const { return a_.beta.present() ? T(View<ST>(a_.beta)[affine_index(i)]) : T(0); }
 
@@ -133,8 +129,9 @@ class Kernel {
   }
 
   /// Mean and biased variance (rms_norm: 0 and the mean square) of set s.
-  std::pair<T, T> moments(const View<S>& x, const int64_t* idx, int64_t m) const {
-    auto xv = [&](int64_t k) { return T(x[idx[k]]); };
+  template <class Idx>
+  std::pair<T, T> moments(const View<S>& x, const Idx& idx, int64_t m) const {
+    auto xv = [&](int64_t k) { return T(x[idx(k)]); };
     if (!part_.subtract_mean)
       return {T(0), reduce(m, [&](int64_t k) { return xv(k) * xv(k); }) / T(m)};
     if (flaws_.one_pass_variance) {
@@ -161,7 +158,7 @@ class Kernel {
     const int64_t m = part_.set_size;
     uint32_t produced = kOutY;
     for (int64_t s = 0; s < part_.num_sets; ++s) {
-      const int64_t* idx = part_.set_begin(s);
+      const auto idx = [&](int64_t k) { return part_.member(s, k); };
       T mean = 0, r = 0;
       if (inference) {
         mean = T(View<ST>(a_.running_mean)[s]);
@@ -192,7 +189,7 @@ class Kernel {
         }
       }
       for (int64_t k = 0; k < m; ++k) {
-        const int64_t i = idx[k];
+        const int64_t i = idx(k);
         y[i] = to_storage<S>(gamma(i) * ((T(x[i]) - mean) * r) + beta(i));
       }
     }
@@ -217,36 +214,37 @@ class Kernel {
     // dgamma[j] = Σ dy·x̂ and dbeta[j] = Σ dy over the elements of affine index j, first: in place,
     // dx is written over dy.
     uint32_t produced = kOutDx;
-    const std::vector<int64_t>& sets = geo_.set_of;
-    auto xh = [&](int64_t i) { return (T(x[i]) - mean_s[sets[i]]) * r_s[sets[i]]; };
+    auto set = [&](int64_t i) { return part_.set_of(i); };
+    auto xh = [&](int64_t i) { return (T(x[i]) - mean_s[set(i)]) * r_s[set(i)]; };
     if (a_.dgamma.present() || a_.dbeta.present()) {
+      const StridedSets& affine = part_.affine;
+      const int64_t count = affine.size();
       for (int64_t j = 0; j < part_.num_affine; ++j) {
-        const int64_t* members = geo_.affine_members.data() + geo_.affine_begin[j];
-        const int64_t count = geo_.affine_begin[j + 1] - geo_.affine_begin[j];
+        auto members = [&](int64_t k) { return affine.member(j, k); };
         if (a_.dgamma.present())
           View<ST>(a_.dgamma)[j] = ST(reduce(count, [&](int64_t k) {
-            const int64_t i = members[k];
-            return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[sets[i]] : T(dy[i]) * xh(i);
+            const int64_t i = members(k);
+            return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[set(i)] : T(dy[i]) * xh(i);
           }));
         if (a_.dbeta.present())
-          View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members[k]]); }));
+          View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members(k)]); }));
       }
       if (a_.dgamma.present()) produced |= kOutDgamma;
       if (a_.dbeta.present()) produced |= kOutDbeta;
     }
     std::vector<T> out(static_cast<size_t>(m));
     for (int64_t s = 0; s < part_.num_sets; ++s) {
-      const int64_t* idx = part_.set_begin(s);
+      const auto idx = [&](int64_t k) { return part_.member(s, k); };
       const T r = r_s[s];
       auto g = [&](int64_t i) { return T(dy[i]) * gamma(i); };
-      const T a = part_.subtract_mean ? reduce(m, [&](int64_t k) { return g(idx[k]); }) / T(m) : T(0);
-      const T b = reduce(m, [&](int64_t k) { return g(idx[k]) * xh(idx[k]); }) / T(m);
+      const T a = part_.subtract_mean ? reduce(m, [&](int64_t k) { return g(idx(k)); }) / T(m) : T(0);
+      const T b = reduce(m, [&](int64_t k) { return g(idx(k)) * xh(idx(k)); }) / T(m);
       // The whole set is read before any of its dx is written (dx may be dy).
       for (int64_t k = 0; k < m; ++k) {
-        const int64_t i = idx[k];
+        const int64_t i = idx(k);
         out[static_cast<size_t>(k)] = global ? r * g(i) : r * (g(i) - a - xh(i) * b);
       }
-      for (int64_t k = 0; k < m; ++k) dx[idx[k]] = to_storage<S>(out[static_cast<size_t>(k)]);
+      for (int64_t k = 0; k < m; ++k) dx[idx(k)] = to_storage<S>(out[static_cast<size_t>(k)]);
     }
     return produced;
   }
@@ -324,14 +322,6 @@ class NaiveBackend final : public Backend {
     if (!(cached_op_ == p.op && cached_dims_ == p.dims && cached_norm_dims_ == p.norm_dims &&
           cached_groups_ == p.groups)) {
       geo_.part = make_partition(p);
-      const Partition& part = geo_.part;
-      geo_.set_of = set_of_elements(part);
-      geo_.affine_begin.assign(static_cast<size_t>(part.num_affine + 1), 0);
-      for (int64_t i = 0; i < part.numel; ++i) ++geo_.affine_begin[static_cast<size_t>(part.affine_of[i] + 1)];
-      for (int64_t j = 0; j < part.num_affine; ++j) geo_.affine_begin[j + 1] += geo_.affine_begin[j];
-      geo_.affine_members.resize(static_cast<size_t>(part.numel));
-      std::vector<int64_t> fill(geo_.affine_begin.begin(), geo_.affine_begin.end() - 1);
-      for (int64_t i = 0; i < part.numel; ++i) geo_.affine_members[static_cast<size_t>(fill[part.affine_of[i]]++)] = i;
       cached_op_ = p.op;
       cached_dims_ = p.dims;
       cached_norm_dims_ = p.norm_dims;

@@ -25,6 +25,37 @@
 
 namespace normcheck {
 
+/// Reduction sets (or affine classes) described by strides over the logical row-major index of
+/// x, never by per-element index arrays: set s is the union of `runs` contiguous runs of
+/// `run_len` elements, the r-th starting at s·base_stride + r·run_stride; element i belongs to
+/// set (i / div) % count. Every op's partition and affine index has this form:
+///
+///   op             sets: base_stride run_len  runs run_stride div      affine: base run_len runs run_stride div
+///   batch_norm           S           S        N    C·S        S                S    S       N    C·S        S
+///   instance_norm        S           S        1    -          S                S    S       N    C·S        S
+///   group_norm           (C/G)·S     (C/G)·S  1    -          (C/G)·S          S    S       N    C·S        S
+///   layer_norm/rms_norm  inner       inner    1    -          inner            1    1       rows inner     1
+struct StridedSets {
+  int64_t count = 0;        ///< number of sets
+  int64_t base_stride = 0;  ///< logical index of the first element of set s = s · base_stride
+  int64_t run_len = 0;      ///< elements per contiguous run
+  int64_t runs = 0;         ///< runs per set
+  int64_t run_stride = 0;   ///< logical distance between consecutive runs of a set
+  int64_t div = 1;          ///< set of logical element i = (i / div) % count
+
+  int64_t size() const { return run_len * runs; }
+  /// Logical index of the k-th element (increasing logical order) of set s.
+  int64_t member(int64_t s, int64_t k) const {
+    return s * base_stride + (k / run_len) * run_stride + k % run_len;
+  }
+  int64_t of(int64_t i) const { return (i / div) % count; }
+  /// Calls f(first, len) for the contiguous runs of set s, in increasing logical order.
+  template <class F>
+  void for_each_run(int64_t s, const F& f) const {
+    for (int64_t r = 0; r < runs; ++r) f(s * base_stride + r * run_stride, run_len);
+  }
+};
+
 struct Partition {
   int64_t numel = 0;       ///< elements of x
   int64_t num_sets = 0;    ///< number of reduction sets (BN: C; IN: N·C; GN: N·G; LN/RMS: rows)
@@ -33,20 +64,19 @@ struct Partition {
   bool subtract_mean = true;  ///< false for rms_norm
   bool has_beta = true;       ///< false for rms_norm (no bias in Zhang & Sennrich 2019)
 
-  /// Members of every set, contiguous per set: members[s * set_size + k] is the logical index of
-  /// the k-th element of set s, in increasing logical order.
-  std::vector<int64_t> members;
-  /// affine_of[i]: index into gamma/beta of logical element i.
-  std::vector<int64_t> affine_of;
+  StridedSets sets;    ///< the reduction sets (count = num_sets, size() = set_size)
+  StridedSets affine;  ///< the elements sharing each gamma/beta entry (count = num_affine)
 
-  const int64_t* set_begin(int64_t s) const { return members.data() + s * set_size; }
+  /// Logical index of the k-th element of set s, in increasing logical order. O(1).
+  int64_t member(int64_t s, int64_t k) const { return sets.member(s, k); }
+  /// Reduction set of logical element i. O(1).
+  int64_t set_of(int64_t i) const { return sets.of(i); }
+  /// Index into gamma/beta of logical element i. O(1).
+  int64_t affine_of(int64_t i) const { return affine.of(i); }
 };
 
-/// Builds the partition of problem p (which must be valid). O(numel) time and memory.
+/// Builds the partition of problem p (which must be valid). O(1) time and memory.
 Partition make_partition(const Problem& p);
-
-/// The reduction set of every element: result[i] = s for each i in set s. O(numel).
-std::vector<int64_t> set_of_elements(const Partition& part);
 
 /// Per-set mean (0 for rms_norm) and biased variance (rms_norm: mean square) of the values
 /// x(i), two-pass, in Real arithmetic. A working-precision estimate for what needs no exact
@@ -58,12 +88,14 @@ void set_moments(const Partition& part, const Value& x, std::vector<Real>& mean,
   var.assign(static_cast<size_t>(part.num_sets), Real(0));
   const Real m = static_cast<Real>(part.set_size);
   for (int64_t s = 0; s < part.num_sets; ++s) {
-    const int64_t* idx = part.set_begin(s);
     Real sum = 0, ss = 0;
     if (part.subtract_mean)
-      for (int64_t k = 0; k < part.set_size; ++k) sum += x(idx[k]);
+      for (int64_t k = 0; k < part.set_size; ++k) sum += x(part.member(s, k));
     const Real mu = sum / m;
-    for (int64_t k = 0; k < part.set_size; ++k) ss += (x(idx[k]) - mu) * (x(idx[k]) - mu);
+    for (int64_t k = 0; k < part.set_size; ++k) {
+      const Real d = x(part.member(s, k)) - mu;
+      ss += d * d;
+    }
     mean[static_cast<size_t>(s)] = mu;
     var[static_cast<size_t>(s)] = ss / m;
   }
