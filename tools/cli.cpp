@@ -442,6 +442,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   std::vector<std::string> suites, cases;
   std::string dtype_override, json_path, junit_path, md_path, dump_dir, expect_path, shard_spec;
   int reference_bits = 128;
+  int threads = 0;
+  std::string reference_kind = "fast";
   double timeout = 60;
   bool quiet = false, in_process = false;
   app.add_option("--backend,-b", backend_name,
@@ -465,7 +467,15 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   app.add_option("--junit", junit_path, "write JUnit XML here");
   app.add_option("--report", md_path, "write the Markdown summary here");
   app.add_option("--dump", dump_dir, "write each case's inputs and outputs as .npy under DIR");
-  app.add_option("--reference-bits", reference_bits, "reference precision: 128 or 256")
+  app.add_option("--reference", reference_kind,
+                 "fast: exact sums and correctly rounded outputs (docs/reference.md); slow: the independent "
+                 "Boost.Multiprecision reference at --reference-bits")
+      ->check(CLI::IsMember({"fast", "slow"}))
+      ->capture_default_str();
+  app.add_option("--reference-bits", reference_bits, "slow reference precision: 128 or 256")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "threads of the reference (0: all cores); results do not depend on it")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--quiet,-q", quiet, "print only failures and the summary");
   app.add_option("--expect", expect_path,
@@ -630,6 +640,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     const auto t0 = std::chrono::steady_clock::now();
     RunOptions opt;
     opt.reference_bits = reference_bits;
+    opt.reference = reference_kind == "slow" ? ReferenceKind::slow : ReferenceKind::fast;
+    opt.threads = threads;
     opt.dump_dir = dump_dir;
     for (size_t i = 0; i < plan.size(); ++i) {
       if (interrupted()) {

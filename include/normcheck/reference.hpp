@@ -66,8 +66,25 @@ struct ReferenceResult {
   std::vector<double> used_running_mean, used_running_var;
 };
 
-/// Evaluates problem p on `in`. precision_bits: 128 or 256. Throws Error for other values.
+/// The slow reference: evaluates problem p on `in` in Boost.Multiprecision with precision_bits
+/// (128 or 256) significand bits and rounds every output once. Throws Error for other values.
+/// Kept as the independent check of the fast reference (docs/reference.md).
 ReferenceResult reference_run(const Problem& p, const Partition& part, const ReferenceInputs& in,
                               int precision_bits = 128);
+
+/// The fast exact reference (reference/fast_reference.cpp, docs/reference.md): every per-set and
+/// per-gamma-entry sum exact (ExactSum), per-set scalars as exact rationals (GMP), per-element
+/// outputs in double-double with a proven error bound and a correct-rounding guard that
+/// re-evaluates an element in MPFR interval arithmetic at growing precision (Ziv's strategy)
+/// when the bound does not decide its rounding. Every output is the correctly rounded double
+/// (round to nearest, ties to even) of the exact real value; an exactly zero value is +0.
+/// `threads` ≥ 1 (0: all cores); results are bit-identical for every thread count.
+/// Memory: the outputs plus O(sets) (and O(gamma entries) for the backward).
+/// Throws Error when a value's rounding cannot be decided (never seen; docs/reference.md).
+ReferenceResult fast_reference_run(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                                   int threads = 1);
+
+/// Which reference a run uses: `fast` (default) or `slow` (reference_run at reference_bits).
+enum class ReferenceKind { fast, slow };
 
 }  // namespace normcheck
