@@ -540,6 +540,74 @@ TEST(ExactSum, CarryInvariantHoldsAtTheLimitThroughRepeatedSelfMerges) {
   EXPECT_EQ(bits(s.round()), bits(expected_double(want.x)));
 }
 
+/// Checks x against the exact value: value = 2^scale·(Σ terms + δ) with |δ| ≤ remainder_bound,
+/// δ = 0 iff the bound is 0, terms of one sign and non-overlapping (|t[i+1]| < ulp(t[i])).
+void expect_expansion(const normcheck::Expansion& x, const mpfr_t exact) {
+  Mp sum(16000), rest(16000), bound(64);
+  for (std::size_t i = 0; i < x.terms.size(); ++i) {
+    EXPECT_EQ(mpfr_add_d(sum.x, sum.x, x.terms[i], MPFR_RNDN), 0);
+    EXPECT_NE(x.terms[i], 0.0);
+    if (i > 0) {
+      EXPECT_EQ(std::signbit(x.terms[i]), std::signbit(x.terms[0]));
+      const double a = std::abs(x.terms[i - 1]);
+      EXPECT_LT(std::abs(x.terms[i]), std::nextafter(a, INFINITY) - a) << "terms overlap at " << i;
+    }
+  }
+  mpfr_mul_2si(sum.x, sum.x, x.scale, MPFR_RNDN);
+  mpfr_sub(rest.x, exact, sum.x, MPFR_RNDN);  // exact at 16000 bits
+  mpfr_abs(rest.x, rest.x, MPFR_RNDN);
+  mpfr_set_d(bound.x, x.remainder_bound, MPFR_RNDN);
+  mpfr_mul_2si(bound.x, bound.x, x.scale, MPFR_RNDN);
+  EXPECT_LE(mpfr_cmp(rest.x, bound.x), 0) << "remainder above its bound";
+  EXPECT_EQ(mpfr_zero_p(rest.x) != 0, x.remainder_bound == 0.0);
+}
+
+TEST(ExactSum, ExpansionExportAgainstMpfr) {
+  std::mt19937_64 rng(14);
+  for (int trial = 0; trial < 200; ++trial) {
+    ExactSum s;
+    Reference ref;
+    const int lo = static_cast<int>(rng() % 2000), hi = lo + static_cast<int>(rng() % 47);
+    for (int i = 0; i < 50; ++i) {
+      const double v = random_double(rng, lo, hi);
+      s.add(v);
+      ref.add(v);
+      if (trial % 3 == 0) {
+        s.add_product(v, v, 0.75);
+        ref.add_product(v, v, 0.75);
+      }
+    }
+    for (std::size_t n : {1, 2, 3, 60}) expect_expansion(s.expansion(n), ref.value());
+    // Enough terms for any sum whose bits lie within double range: exact, no remainder.
+    if (trial % 3 != 0) {
+      EXPECT_EQ(s.expansion(60).remainder_bound, 0.0);
+    }
+    // The leading term is the value truncated toward zero: within one ulp of round().
+    const normcheck::Expansion one = s.expansion(1);
+    if (one.scale == 0 && !one.terms.empty()) {
+      EXPECT_LE(std::abs(one.terms[0]), std::abs(s.round()));
+      EXPECT_GE(std::abs(std::nextafter(one.terms[0], 2 * one.terms[0])), std::abs(s.round()));
+    }
+  }
+  // Beyond double range: scaled, and bits below 2^(scale − 1074) only in the bound.
+  ExactSum wide;
+  Reference ref;
+  for (auto [v, e] : {std::pair{1.0, 5000}, std::pair{-3.0, 3000}, std::pair{-5.0, 3800}, std::pair{1.0, -6000}}) {
+    wide.add_scaled(v, e);
+    ref.add_scaled(v, e);
+  }
+  // 2^5000 − 5·2^3800 − 3·2^3000 + 2^-6000 < 2^5000: leading bit 2^4999, then a run of ones down
+  // to 2^3803. Terms reach down to 2^(4999 − 1074) = 2^3925; everything below is < 2^3925, i.e.
+  // below 2^-1074 once scaled: the bound is the smallest subnormal.
+  const normcheck::Expansion x = wide.expansion(100);
+  EXPECT_EQ(x.scale, 5000 - 1);
+  expect_expansion(x, ref.value());
+  EXPECT_EQ(x.remainder_bound, std::numeric_limits<double>::denorm_min());
+  EXPECT_LT(x.terms.size(), 100u);
+  expect_expansion(wide.expansion(10), ref.value());  // stops inside the run: a larger bound
+  EXPECT_GT(wide.expansion(10).remainder_bound, std::ldexp(1.0, -1000));
+}
+
 TEST(ExactSum, NanAndInfinityRules) {
   const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
   ExactSum s;
