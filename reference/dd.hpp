@@ -16,7 +16,9 @@
 // contraction of a·b + c into an FMA (the build sets -ffp-contract=off for reference/).
 #pragma once
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 namespace normcheck::dd {
 
@@ -84,10 +86,14 @@ inline double decide(DD x, double err) {
   if (err == 0 && x.lo == 0) return x.hi + 0.0;  // exact (and −0 → +0 only for an exact 0 sum)
   const double h = x.hi;
   if (h == 0) return std::nan("");
-  const double up = std::nextafter(h, INFINITY) - h, down = h - std::nextafter(h, -INFINITY);
+  // Neighbours of h by its bit pattern (h is finite and nonzero): next away from and toward 0.
+  const auto bits = std::bit_cast<std::uint64_t>(h);
+  const double away = std::bit_cast<double>(bits + 1), toward = std::bit_cast<double>(bits - 1);
+  const double up = h > 0 ? away - h : h - toward, down = h > 0 ? h - toward : away - h;
+  // (|away − h| may be inf at DBL_MAX: no double above, and the comparison below then holds.)
   // The exact value lies in [h + lo − err, h + lo + err]; it rounds to h when that interval is
   // strictly inside (h − down/2, h + up/2).
-  if (x.lo + err < 0.5 * up && -x.lo + err < 0.5 * down) return h;
+  if (x.lo + err < 0.5 * std::fabs(up) && -x.lo + err < 0.5 * std::fabs(down)) return h;
   return std::nan("");
 }
 

@@ -119,12 +119,12 @@ SetExact set_statistics(const Partition& part, const std::vector<double>& x, int
   part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
     const double* p = x.data() + first;
     for (int64_t k = 0; k < len; ++k) {
-      const double v = p[k];
+      const double v = p[k], a = std::fabs(v);
       s1.add(v);
       s2.add_product(v, v);
-      sabs.add(std::fabs(v));
-      nan |= std::isnan(v);
-      max_abs = std::fmax(max_abs, std::fabs(v));
+      sabs.add(a);
+      nan |= v != v;
+      max_abs = a > max_abs ? a : max_abs;
     }
   });
   const auto m = static_cast<double>(part.set_size);
@@ -328,10 +328,9 @@ struct Inputs {
   /// Batch/instance/group norm: gamma is constant on runs of spatial elements, so dgamma is a
   /// sum over (set, channel) cells; layer_norm / rms_norm: over the rows, per element.
   bool by_cells() const { return p.op != Op::layer_norm && p.op != Op::rms_norm; }
-  double gamma(int64_t i) const { return affine() ? in.gamma[static_cast<size_t>(part.affine_of(i))] : 1.0; }
-  double beta(int64_t i) const {
-    return affine() && part.has_beta ? in.beta[static_cast<size_t>(part.affine_of(i))] : 0.0;
-  }
+  /// gamma / beta of entry j (1 and 0 without affine; beta 0 for rms_norm).
+  double gamma_at(int64_t j) const { return affine() ? in.gamma[static_cast<size_t>(j)] : 1.0; }
+  double beta_at(int64_t j) const { return affine() && part.has_beta ? in.beta[static_cast<size_t>(j)] : 0.0; }
 };
 
 /// Runs f(i) for every element i of set s, in increasing logical order.
@@ -342,12 +341,31 @@ void for_each_element(const Partition& part, int64_t s, const F& f) {
   });
 }
 
+/// Runs f(i, j) for every element i of set s with its gamma/beta index j = part.affine_of(i),
+/// which is tracked incrementally (j steps by one every affine.div elements) instead of divided.
+template <class F>
+void for_each_element_affine(const Partition& part, int64_t s, const F& f) {
+  const StridedSets& aff = part.affine;
+  part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
+    int64_t j = aff.of(first), left = aff.div - first % aff.div;
+    for (int64_t i = first; i < first + len; ++i) {
+      f(i, j);
+      if (--left == 0) {
+        left = aff.div;
+        if (++j == aff.count) j = 0;
+      }
+    }
+  });
+}
+
 std::vector<double> forward_y(const Inputs& a, const std::vector<double>& x, const std::vector<Norm>& norm) {
   std::vector<double> y(x.size());
   parallel_for(a.part.num_sets, a.threads, [&](int64_t s) {
     poll_interrupt();
     const Norm& n = norm[static_cast<size_t>(s)];
-    for_each_element(a.part, s, [&](int64_t i) { y[static_cast<size_t>(i)] = y_element(x[i], a.gamma(i), a.beta(i), n); });
+    for_each_element_affine(a.part, s, [&](int64_t i, int64_t j) {
+      y[static_cast<size_t>(i)] = y_element(x[i], a.gamma_at(j), a.beta_at(j), n);
+    });
   });
   return y;
 }
@@ -405,8 +423,8 @@ SetBackward set_backward(const Inputs& a, const std::vector<double>& x, int64_t 
     flush();
   } else {
     ExactSum s1, s2;
-    for_each_element(part, s, [&](int64_t i) {
-      const double g = a.gamma(i);
+    for_each_element_affine(part, s, [&](int64_t i, int64_t j) {
+      const double g = a.gamma_at(j);
       s1.add_product(dy[i], g);
       s2.add_product(dy[i], g, x[i]);
     });
@@ -612,8 +630,8 @@ void backward(const Inputs& a, const std::vector<double>& x, const std::vector<N
     poll_interrupt();
     const Norm& n = norm[static_cast<size_t>(s)];
     const BackCoef& k = sb[static_cast<size_t>(s)].coef;
-    for_each_element(part, s, [&](int64_t i) {
-      res.dx[static_cast<size_t>(i)] = dx_element(x[i], a.in.dy[i], a.gamma(i), n, k, global);
+    for_each_element_affine(part, s, [&](int64_t i, int64_t j) {
+      res.dx[static_cast<size_t>(i)] = dx_element(x[i], a.in.dy[i], a.gamma_at(j), n, k, global);
     });
   });
   if (!a.affine()) return;
@@ -631,6 +649,9 @@ std::pair<Running, Running> running_statistics(const Partition& part, const Refe
                                                const std::vector<BatchExact>& bex, const std::vector<SetStats>& st,
                                                size_t n_train, ReferenceResult& res) {
   Running rm, rv;
+  const auto sets = static_cast<size_t>(part.num_sets);
+  if (n_train > 0 && (in.running_mean.size() != sets || in.running_var.size() != sets))
+    throw Error("reference: training steps need running_mean and running_var of one value per channel");
   rm.init(in.running_mean);
   rv.init(in.running_var);
   const int64_t m = part.set_size;

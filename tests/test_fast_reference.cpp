@@ -150,6 +150,11 @@ Case explicit_case(const std::string& desc, std::vector<double> x, std::vector<d
   c.in.gamma = std::move(gamma);
   c.in.beta = std::move(beta);
   c.in.eps = eps;
+  if (c.p.op == Op::batch_norm) {
+    c.in.running_mean.assign(static_cast<size_t>(c.p.channels()), 0.0);
+    c.in.running_var.assign(static_cast<size_t>(c.p.channels()), 1.0);
+    c.in.batch_weight = 0.1;
+  }
   return c;
 }
 
