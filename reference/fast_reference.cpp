@@ -341,29 +341,12 @@ void for_each_element(const Partition& part, int64_t s, const F& f) {
   });
 }
 
-/// Runs f(i, j) for every element i of set s with its gamma/beta index j = part.affine_of(i),
-/// which is tracked incrementally (j steps by one every affine.div elements) instead of divided.
-template <class F>
-void for_each_element_affine(const Partition& part, int64_t s, const F& f) {
-  const StridedSets& aff = part.affine;
-  part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
-    int64_t j = aff.of(first), left = aff.div - first % aff.div;
-    for (int64_t i = first; i < first + len; ++i) {
-      f(i, j);
-      if (--left == 0) {
-        left = aff.div;
-        if (++j == aff.count) j = 0;
-      }
-    }
-  });
-}
-
 std::vector<double> forward_y(const Inputs& a, const std::vector<double>& x, const std::vector<Norm>& norm) {
   std::vector<double> y(x.size());
   parallel_for(a.part.num_sets, a.threads, [&](int64_t s) {
     poll_interrupt();
     const Norm& n = norm[static_cast<size_t>(s)];
-    for_each_element_affine(a.part, s, [&](int64_t i, int64_t j) {
+    for_each_in_set(a.part, s, [&](int64_t i, int64_t j) {
       y[static_cast<size_t>(i)] = y_element(x[i], a.gamma_at(j), a.beta_at(j), n);
     });
   });
@@ -423,7 +406,7 @@ SetBackward set_backward(const Inputs& a, const std::vector<double>& x, int64_t 
     flush();
   } else {
     ExactSum s1, s2;
-    for_each_element_affine(part, s, [&](int64_t i, int64_t j) {
+    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
       const double g = a.gamma_at(j);
       s1.add_product(dy[i], g);
       s2.add_product(dy[i], g, x[i]);
@@ -630,7 +613,7 @@ void backward(const Inputs& a, const std::vector<double>& x, const std::vector<N
     poll_interrupt();
     const Norm& n = norm[static_cast<size_t>(s)];
     const BackCoef& k = sb[static_cast<size_t>(s)].coef;
-    for_each_element_affine(part, s, [&](int64_t i, int64_t j) {
+    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
       res.dx[static_cast<size_t>(i)] = dx_element(x[i], a.in.dy[i], a.gamma_at(j), n, k, global);
     });
   });

@@ -75,6 +75,24 @@ struct Partition {
   int64_t affine_of(int64_t i) const { return affine.of(i); }
 };
 
+/// Calls f(i, j) for every logical element i of reduction set s, in increasing order, with its
+/// gamma/beta index j = part.affine_of(i) tracked incrementally (j steps by one every
+/// affine.div elements) instead of by two integer divisions per element.
+template <class F>
+void for_each_in_set(const Partition& part, int64_t s, const F& f) {
+  const StridedSets& aff = part.affine;
+  part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
+    int64_t j = aff.of(first), left = aff.div - first % aff.div;
+    for (int64_t i = first; i < first + len; ++i) {
+      f(i, j);
+      if (--left == 0) {
+        left = aff.div;
+        if (++j == aff.count) j = 0;
+      }
+    }
+  });
+}
+
 /// Builds the partition of problem p (which must be valid). O(1) time and memory.
 Partition make_partition(const Problem& p);
 
