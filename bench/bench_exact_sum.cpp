@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -110,6 +111,45 @@ void BM_ExactSumAddSpan(benchmark::State& state) {
   set_counters(state, n, p);
 }
 
+/// ExactSumBuffer::add per element (the large superaccumulator), then flush_into and round().
+void BM_ExactSumBufferAdd(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const std::vector<double> v = make_data(n, 1);
+  const double p = plain_seconds(v);
+  auto buf = std::make_unique<ExactSumBuffer>();
+  for (auto _ : state) {
+    for (double x : v) buf->add(x);
+    ExactSum s;
+    buf->flush_into(s);
+    benchmark::DoNotOptimize(s.round());
+  }
+  set_counters(state, n, p);
+}
+
+/// Σx and Σx² of f32 data at once (x² is exact in double), two buffers: the statistics pass of a
+/// normalization layer. The ratio is to a plain double sum of the same n values.
+void BM_ExactSumBufferMoments(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<double> v = make_data(n, 1);
+  std::vector<float> f(n);
+  for (std::size_t i = 0; i < n; ++i) f[i] = static_cast<float>(v[i]);
+  const double p = plain_seconds(v);
+  auto s1 = std::make_unique<ExactSumBuffer>(), s2 = std::make_unique<ExactSumBuffer>();
+  for (auto _ : state) {
+    for (float x : f) {
+      const double d = x;
+      s1->add(d);
+      s2->add(d * d);
+    }
+    ExactSum a, b;
+    s1->flush_into(a);
+    s2->flush_into(b);
+    benchmark::DoNotOptimize(a.round());
+    benchmark::DoNotOptimize(b.round());
+  }
+  set_counters(state, n, p);
+}
+
 /// Σ a_i·b_i exactly, f64 data; the ratio is to a plain sum of n doubles (one array, not two).
 void BM_ExactSumAddProduct(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
@@ -148,6 +188,8 @@ BENCHMARK(BM_PlainSum)->NORMCHECK_SIZES;
 BENCHMARK(BM_KahanSum)->NORMCHECK_SIZES;
 BENCHMARK(BM_ExactSumAdd)->NORMCHECK_SIZES;
 BENCHMARK(BM_ExactSumAddSpan)->NORMCHECK_SIZES;
+BENCHMARK(BM_ExactSumBufferAdd)->NORMCHECK_SIZES;
+BENCHMARK(BM_ExactSumBufferMoments)->NORMCHECK_SIZES;
 BENCHMARK(BM_ExactSumAddProduct)->NORMCHECK_SIZES;
 BENCHMARK(BM_ExactSumAddProduct3)->NORMCHECK_SIZES;
 BENCHMARK(BM_ExactSumRound)->Unit(benchmark::kMicrosecond);
