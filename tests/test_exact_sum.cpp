@@ -13,6 +13,7 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -543,6 +544,32 @@ TEST(ExactSum, MergeEqualsSequential) {
   seq.to_mpfr(twice.x);
   mpfr_mul_2si(once.x, once.x, 1, MPFR_RNDN);
   EXPECT_EQ(mpfr_cmp(once.x, twice.x), 0);
+}
+
+TEST(ExactSum, PerThreadAccumulatorsMergeToTheSequentialSum) {
+  // Four threads, each with its own ExactSum fed through add(span) (so each uses its own
+  // per-thread large-accumulator scratch) and an ExactSumBuffer, merged afterwards.
+  std::mt19937_64 rng(16);
+  std::vector<double> v(4 * 50000);
+  for (double& x : v) x = random_double(rng, 700, 1300);
+  ExactSum seq;
+  for (double x : v) seq.add(x);
+  ExactSum part[4];
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      const std::span<const double> mine(v.data() + 50000 * t, 50000);
+      part[t].add(mine.subspan(0, 30000));
+      normcheck::ExactSumBuffer buf;
+      for (double x : mine.subspan(30000)) buf.add(x);
+      buf.flush_into(part[t]);
+    });
+  for (auto& th : threads) th.join();
+  ExactSum merged;
+  for (const ExactSum& p : part) merged.add(p);
+  EXPECT_EQ(merged.to_big_binary().limbs, seq.to_big_binary().limbs);
+  EXPECT_EQ(merged.to_big_binary().exponent, seq.to_big_binary().exponent);
+  EXPECT_EQ(bits(merged.round()), bits(seq.round()));
 }
 
 TEST(ExactSum, ShuffledInputGivesBitIdenticalResults) {
