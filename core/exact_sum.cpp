@@ -31,8 +31,54 @@ void propagate(Chunks& c) noexcept {
   c[kTerm] += carry;
 }
 
-/// The sign and the magnitude of the exact value held in c (any chunks within the invariant).
-int magnitude(Chunks c, Limbs& out) noexcept {
+/// Carry propagation over chunks lo … top−1 only, the carry added to chunk top (which keeps its
+/// sign and is not reduced).
+void propagate_range(Chunks& c, int lo, int top) noexcept {
+  std::int64_t carry = 0;
+  for (int i = lo; i < top; ++i) {
+    const std::int64_t x = c[static_cast<std::size_t>(i)] + carry;
+    carry = x >> 32;
+    c[static_cast<std::size_t>(i)] = x & 0xFFFFFFFF;
+  }
+  c[static_cast<std::size_t>(top)] += carry;
+}
+
+int magnitude_full(Chunks c, Limbs& out) noexcept;
+
+/// The sign and the magnitude of the exact value held in c (any chunks within the invariant), in
+/// O(nonzero range) when the chunks in use end below the top two: with lo … hi the nonzero chunks,
+/// propagating over lo … hi leaves the value as Σ_{lo ≤ i ≤ hi} r_i·2^(32i) + t·2^(32(hi+1)),
+/// r_i ∈ [0, 2^32), |t| < 2^31 in chunk hi + 1 (zero before): its sign is t's, or + if t = 0 and
+/// some r_i ≠ 0. A negative value is negated over lo … hi + 1 and propagated again, leaving
+/// chunk hi + 1 = −t + (0 or −1) ∈ [0, 2^31]. Otherwise (the top chunks in use) the full method.
+int magnitude(const Chunks& in, Limbs& out) noexcept {
+  int lo = 0;
+  while (lo < ExactSum::kChunks && in[static_cast<std::size_t>(lo)] == 0) ++lo;
+  if (lo == ExactSum::kChunks) {
+    out.fill(0);
+    return 0;
+  }
+  int hi = ExactSum::kChunks - 1;
+  while (in[static_cast<std::size_t>(hi)] == 0) --hi;
+  if (hi >= kTerm - 1) return magnitude_full(in, out);
+  Chunks c;
+  const int top = hi + 1;
+  for (int i = lo; i <= top; ++i) c[static_cast<std::size_t>(i)] = in[static_cast<std::size_t>(i)];
+  propagate_range(c, lo, top);
+  const std::int64_t t = c[static_cast<std::size_t>(top)];
+  int sign = t > 0 ? 1 : t < 0 ? -1 : 0;
+  for (int i = lo; sign == 0 && i < top; ++i) sign = c[static_cast<std::size_t>(i)] != 0 ? 1 : 0;
+  if (sign < 0) {
+    for (int i = lo; i <= top; ++i) c[static_cast<std::size_t>(i)] = -c[static_cast<std::size_t>(i)];
+    propagate_range(c, lo, top);
+  }
+  out.fill(0);
+  for (int i = lo; i <= top; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(c[static_cast<std::size_t>(i)]);
+  return sign;
+}
+
+/// The sign and magnitude by propagation over all chunks (needed when the top chunks are in use).
+int magnitude_full(Chunks c, Limbs& out) noexcept {
   propagate(c);
   int sign = c[kTerm] > 0 ? 1 : c[kTerm] < 0 ? -1 : 0;
   if (sign == 0 && std::any_of(c.begin(), c.end(), [](std::int64_t x) { return x != 0; })) sign = 1;

@@ -515,6 +515,16 @@ TEST(ExactSum, ScaledTermsOverTheWholeRange) {
   EXPECT_NO_THROW(t.add_scaled(1.0, 6591 + 52));
   t.to_mpfr(m.x);
   EXPECT_EQ(mpfr_cmp_si_2exp(m.x, 1, -6500), 0);  // the rejected terms changed nothing
+  // Terms in the highest chunks (the readers' full-propagation path), both signs.
+  for (double sgn : {1.0, -1.0}) {
+    ExactSum top;
+    Reference rtop;
+    for (auto [v, ex] : {std::pair{-3.0 * sgn, 6642}, std::pair{1.0, 0}, std::pair{5.0 * sgn, 6600}}) {
+      top.add_scaled(v, ex);
+      rtop.add_scaled(v, ex);
+    }
+    expect_matches(top, rtop);
+  }
 }
 
 TEST(ExactSum, MergeEqualsSequential) {
