@@ -31,8 +31,54 @@ void propagate(Chunks& c) noexcept {
   c[kTerm] += carry;
 }
 
-/// The sign and the magnitude of the exact value held in c (any chunks within the invariant).
-int magnitude(Chunks c, Limbs& out) noexcept {
+/// Carry propagation over chunks lo … top−1 only, the carry added to chunk top (which keeps its
+/// sign and is not reduced).
+void propagate_range(Chunks& c, int lo, int top) noexcept {
+  std::int64_t carry = 0;
+  for (int i = lo; i < top; ++i) {
+    const std::int64_t x = c[static_cast<std::size_t>(i)] + carry;
+    carry = x >> 32;
+    c[static_cast<std::size_t>(i)] = x & 0xFFFFFFFF;
+  }
+  c[static_cast<std::size_t>(top)] += carry;
+}
+
+int magnitude_full(Chunks c, Limbs& out) noexcept;
+
+/// The sign and the magnitude of the exact value held in c (any chunks within the invariant), in
+/// O(nonzero range) when the chunks in use end below the top two: with lo … hi the nonzero chunks,
+/// propagating over lo … hi leaves the value as Σ_{lo ≤ i ≤ hi} r_i·2^(32i) + t·2^(32(hi+1)),
+/// r_i ∈ [0, 2^32), |t| < 2^31 in chunk hi + 1 (zero before): its sign is t's, or + if t = 0 and
+/// some r_i ≠ 0. A negative value is negated over lo … hi + 1 and propagated again, leaving
+/// chunk hi + 1 = −t + (0 or −1) ∈ [0, 2^31]. Otherwise (the top chunks in use) the full method.
+int magnitude(const Chunks& in, Limbs& out) noexcept {
+  int lo = 0;
+  while (lo < ExactSum::kChunks && in[static_cast<std::size_t>(lo)] == 0) ++lo;
+  if (lo == ExactSum::kChunks) {
+    out.fill(0);
+    return 0;
+  }
+  int hi = ExactSum::kChunks - 1;
+  while (in[static_cast<std::size_t>(hi)] == 0) --hi;
+  if (hi >= kTerm - 1) return magnitude_full(in, out);
+  Chunks c;
+  const int top = hi + 1;
+  for (int i = lo; i <= top; ++i) c[static_cast<std::size_t>(i)] = in[static_cast<std::size_t>(i)];
+  propagate_range(c, lo, top);
+  const std::int64_t t = c[static_cast<std::size_t>(top)];
+  int sign = t > 0 ? 1 : t < 0 ? -1 : 0;
+  for (int i = lo; sign == 0 && i < top; ++i) sign = c[static_cast<std::size_t>(i)] != 0 ? 1 : 0;
+  if (sign < 0) {
+    for (int i = lo; i <= top; ++i) c[static_cast<std::size_t>(i)] = -c[static_cast<std::size_t>(i)];
+    propagate_range(c, lo, top);
+  }
+  out.fill(0);
+  for (int i = lo; i <= top; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(c[static_cast<std::size_t>(i)]);
+  return sign;
+}
+
+/// The sign and magnitude by propagation over all chunks (needed when the top chunks are in use).
+int magnitude_full(Chunks c, Limbs& out) noexcept {
   propagate(c);
   int sign = c[kTerm] > 0 ? 1 : c[kTerm] < 0 ? -1 : 0;
   if (sign == 0 && std::any_of(c.begin(), c.end(), [](std::int64_t x) { return x != 0; })) sign = 1;
@@ -90,13 +136,14 @@ void clear_bits(Limbs& l, int lo, int hi) noexcept {
 }
 
 /// The at most 53 bits from the highest set bit t down to max(t − 52, floor_bit), as an integer q
-/// with its bit-0 index; the caller rounds or truncates.
+/// with its bit-0 index; the caller rounds or truncates. q = 0 when t < floor_bit (all bits below).
 struct Window {
   std::uint64_t q;
   int lo;
 };
 Window window(const Limbs& l, int t, int floor_bit) noexcept {
   const int lo = std::max(t - 52, floor_bit);
+  if (t < lo) return {0, lo};
   const int n = t - lo + 1;  // 1 … 53
   return {bits_at(l, lo) & ((std::uint64_t{1} << n) - 1), lo};
 }
@@ -136,21 +183,24 @@ thread_local LargeAccumulator t_large;
 
 }  // namespace
 
-void ExactSum::add_bucket(unsigned idx, std::uint64_t frac_sum, std::uint32_t n) noexcept {
+void ExactSum::add_bucket(unsigned idx, u128 w, std::uint32_t n) noexcept {
   if (n == 0) return;
   const auto ef = static_cast<int>(idx & 0x7FF);
   const bool neg = (idx >> 11) != 0;
   if (ef == 0x7FF) {  // a NaN has a nonzero fraction; infinities have none
-    add_special(frac_sum != 0 ? std::numeric_limits<double>::quiet_NaN()
-                              : (neg ? -1.0 : 1.0) * std::numeric_limits<double>::infinity());
+    add_special(w != u128{n} << 52 ? std::numeric_limits<double>::quiet_NaN()
+                                   : (neg ? -1.0 : 1.0) * std::numeric_limits<double>::infinity());
     return;
   }
-  // Σ significands = frac_sum + n·2^52 (the implicit bits; none for ef = 0) < 2^65.
-  const u128 w = u128{frac_sum} + (ef != 0 ? u128{n} << 52 : 0);
   if (count_ >= kCarryLimit) normalize();
   ++count_;
-  put_wide(static_cast<std::uint64_t>(w), static_cast<std::uint64_t>(w >> 64), 0, ulp_exponent(ef) - kMinExp,
-           neg ? -1 : 0);
+  put_wide<5>(static_cast<std::uint64_t>(w), static_cast<std::uint64_t>(w >> 64), 0, ulp_exponent(ef) - kMinExp,
+              neg ? -1 : 0);  // w < 2^65
+}
+
+/// Σ significands of a bucket: its fraction sum plus n implicit bits (none for field 0).
+static u128 bucket_significands(unsigned idx, u128 frac_sum, std::uint32_t n) noexcept {
+  return frac_sum + ((idx & 0x7FF) != 0 ? u128{n} << 52 : 0);
 }
 
 void ExactSum::add(std::span<const double> v) noexcept {
@@ -162,7 +212,8 @@ void ExactSum::add(std::span<const double> v) noexcept {
   constexpr std::uint64_t kFrac = (std::uint64_t{1} << 52) - 1;
   const std::size_t n = v.size();
   auto flush = [&](int t, unsigned b) {
-    add_bucket(b, L.frac[t][b], static_cast<std::uint32_t>(LargeAccumulator::kCapacity - L.left[t][b]));
+    const auto used = static_cast<std::uint32_t>(LargeAccumulator::kCapacity - L.left[t][b]);
+    add_bucket(b, bucket_significands(b, L.frac[t][b], used), used);
     L.frac[t][b] = 0;
     L.left[t][b] = LargeAccumulator::kCapacity;
   };
@@ -325,6 +376,34 @@ Expansion ExactSum::expansion(std::size_t n) const {
   const std::uint64_t q = w.q + (any_below(l, w.lo) ? 1u : 0u);
   x.remainder_bound = std::ldexp(static_cast<double>(q), w.lo + kMinExp - x.scale);
   return x;
+}
+
+ExactSumBuffer::ExactSumBuffer() noexcept {
+  frac_.fill(0);
+  left_.fill(kUntouched);
+}
+
+void ExactSumBuffer::spill(unsigned b) noexcept {
+  spilled_.add_bucket(b, bucket_significands(b, frac_[b], kCapacity), kCapacity);
+  frac_[b] = 0;
+  left_[b] = kCapacity;  // still in touched_
+  dirty_ = true;
+}
+
+void ExactSumBuffer::flush_into(ExactSum& out) noexcept {
+  for (int i = 0; i < ntouched_; ++i) {
+    const unsigned b = touched_[static_cast<std::size_t>(i)];
+    const auto used = static_cast<std::uint32_t>(kCapacity - left_[b]);
+    out.add_bucket(b, bucket_significands(b, frac_[b], used), used);
+    frac_[b] = 0;
+    left_[b] = kUntouched;
+  }
+  ntouched_ = 0;
+  if (dirty_) {
+    out.add(spilled_);
+    spilled_.clear();
+    dirty_ = false;
+  }
 }
 
 }  // namespace normcheck

@@ -13,6 +13,7 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -205,6 +206,66 @@ TEST(ExactSum, LongSpansThroughTheLargeAccumulatorAgainstMpfr) {
   EXPECT_FALSE(d.has_nan() || d.has_pos_inf() || d.has_neg_inf());
 }
 
+TEST(ExactSumBuffer, FlushedSumsAgainstMpfr) {
+  // One buffer reused for several sets: each flush gives exactly that set's sum, through the
+  // spill of full buckets (more than 4095 values of one sign and exponent), subnormals, ±0,
+  // products, and into accumulators that already hold something.
+  std::mt19937_64 rng(15);
+  normcheck::ExactSumBuffer buf;
+  for (int set = 0; set < 6; ++set) {
+    ExactSum out;
+    Reference ref;
+    if (set % 2 == 1) {  // the target is not empty
+      out.add(1e300);
+      ref.add(1e300);
+    }
+    const int n = set < 3 ? 20000 : 300;
+    for (int i = 0; i < n; ++i) {
+      double v;
+      switch (i % 4) {
+        case 0: v = random_double(rng); break;
+        case 1: v = random_double(rng, 0, 1); break;
+        case 2: v = std::abs(random_double(rng, 1023, 1023)); break;  // one bucket: spills
+        default: v = i % 8 == 3 ? -0.0 : 0.0; break;
+      }
+      buf.add(v);
+      ref.add(v);
+      if (i % 50 == 0) {
+        buf.add_product(v, 3.0, v);
+        ref.add_product(v, 3.0, v);
+      }
+      if (i % 3 == 0) {  // products of every magnitude: the split fast path and the exact fallback
+        const double w = random_double(rng, i % 2 ? 700 : 0, i % 2 ? 1300 : 2046);
+        buf.add_product(v, w);
+        ref.add_product(v, w);
+      }
+    }
+    buf.flush_into(out);
+    expect_matches(out, ref);
+  }
+  ExactSum empty;
+  buf.flush_into(empty);  // nothing left behind
+  EXPECT_TRUE(empty.is_zero());
+  EXPECT_FALSE(empty.has_nan() || empty.has_pos_inf() || empty.has_neg_inf());
+  buf.add(1.0);
+  buf.add(-std::numeric_limits<double>::infinity());
+  ExactSum a;
+  buf.flush_into(a);
+  EXPECT_EQ(a.round(), -std::numeric_limits<double>::infinity());
+  buf.add(std::numeric_limits<double>::quiet_NaN());
+  buf.add(2.0);
+  ExactSum b;
+  buf.flush_into(b);
+  EXPECT_TRUE(b.has_nan() && !b.has_neg_inf());
+  EXPECT_EQ(b.sign(), 1);
+  std::vector<double> v = {1.5, -2.25, 3e-310};
+  buf.add(std::span<const double>(v));
+  ExactSum c;
+  buf.flush_into(c);
+  EXPECT_EQ(c.round(), 1.5 - 2.25 + 3e-310);  // hand: −0.75 + 3e-310 rounds to −0.75
+  EXPECT_FALSE(c.has_nan());
+}
+
 TEST(ExactSum, PairsCancelToExactZeroInAnyOrder) {
   std::mt19937_64 rng(3);
   std::vector<double> v;
@@ -319,6 +380,19 @@ TEST(ExactSum, TiesRoundToEven) {
   ExactSum b;
   b.add_product(3 * tiny, 0.5);
   EXPECT_EQ(b.round(), 2 * tiny);
+  // Below the smallest subnormal: 2^-1075 + 2^-1200 is above the midpoint → 2^-1074; 2^-1076 and
+  // −2^-1076 are below it → ±0.
+  ExactSum c;
+  c.add_product(tiny, 0.5);
+  c.add_product(std::ldexp(1.0, -600), std::ldexp(1.0, -600));
+  EXPECT_EQ(c.round(), tiny);
+  ExactSum quarter;
+  quarter.add_product(tiny, 0.25);
+  EXPECT_EQ(bits(quarter.round()), bits(0.0));
+  ExactSum e;
+  e.add_product(tiny, -0.25);
+  EXPECT_EQ(bits(e.round()), bits(-0.0));
+  EXPECT_EQ(e.sign(), -1);
   // Random ties: d + ulp(d)/2, with ulp(d)/2 as an exact product; even significands stay, odd go up.
   std::mt19937_64 rng(5);
   for (int i = 0; i < 2000; ++i) {
@@ -441,6 +515,16 @@ TEST(ExactSum, ScaledTermsOverTheWholeRange) {
   EXPECT_NO_THROW(t.add_scaled(1.0, 6591 + 52));
   t.to_mpfr(m.x);
   EXPECT_EQ(mpfr_cmp_si_2exp(m.x, 1, -6500), 0);  // the rejected terms changed nothing
+  // Terms in the highest chunks (the readers' full-propagation path), both signs.
+  for (double sgn : {1.0, -1.0}) {
+    ExactSum top;
+    Reference rtop;
+    for (auto [v, ex] : {std::pair{-3.0 * sgn, 6642}, std::pair{1.0, 0}, std::pair{5.0 * sgn, 6600}}) {
+      top.add_scaled(v, ex);
+      rtop.add_scaled(v, ex);
+    }
+    expect_matches(top, rtop);
+  }
 }
 
 TEST(ExactSum, MergeEqualsSequential) {
@@ -470,6 +554,32 @@ TEST(ExactSum, MergeEqualsSequential) {
   seq.to_mpfr(twice.x);
   mpfr_mul_2si(once.x, once.x, 1, MPFR_RNDN);
   EXPECT_EQ(mpfr_cmp(once.x, twice.x), 0);
+}
+
+TEST(ExactSum, PerThreadAccumulatorsMergeToTheSequentialSum) {
+  // Four threads, each with its own ExactSum fed through add(span) (so each uses its own
+  // per-thread large-accumulator scratch) and an ExactSumBuffer, merged afterwards.
+  std::mt19937_64 rng(16);
+  std::vector<double> v(4 * 50000);
+  for (double& x : v) x = random_double(rng, 700, 1300);
+  ExactSum seq;
+  for (double x : v) seq.add(x);
+  ExactSum part[4];
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      const std::span<const double> mine(v.data() + 50000 * t, 50000);
+      part[t].add(mine.subspan(0, 30000));
+      normcheck::ExactSumBuffer buf;
+      for (double x : mine.subspan(30000)) buf.add(x);
+      buf.flush_into(part[t]);
+    });
+  for (auto& th : threads) th.join();
+  ExactSum merged;
+  for (const ExactSum& p : part) merged.add(p);
+  EXPECT_EQ(merged.to_big_binary().limbs, seq.to_big_binary().limbs);
+  EXPECT_EQ(merged.to_big_binary().exponent, seq.to_big_binary().exponent);
+  EXPECT_EQ(bits(merged.round()), bits(seq.round()));
 }
 
 TEST(ExactSum, ShuffledInputGivesBitIdenticalResults) {

@@ -126,8 +126,8 @@ class ExactSum {
     ++count_;
     const u128 p = static_cast<u128>(significand(ua, ea)) * significand(ub, eb);
     const int k = ulp_exponent(ea) + ulp_exponent(eb) - kMinExp;
-    put_wide(static_cast<std::uint64_t>(p), static_cast<std::uint64_t>(p >> 64), 0, k,
-             sign_mask(ua ^ ub));
+    put_wide<5>(static_cast<std::uint64_t>(p), static_cast<std::uint64_t>(p >> 64), 0, k,
+                sign_mask(ua ^ ub));
   }
 
   /// Adds a·b·c exactly (159-bit integer product of the three significands). Specials as for
@@ -172,7 +172,8 @@ class ExactSum {
   /// The sum correctly rounded to the nearest double, ties to even (IEEE 754 roundTiesToEven):
   /// NaN if has_nan() or both infinities were added; ±inf if one was; else the exact finite sum
   /// rounded, ±inf when it rounds beyond DBL_MAX (|sum| ≥ 2^1024 − 2^970), +0.0 when it is exactly
-  /// 0 (also for a sum of −0.0 terms), gradual underflow to subnormals. O(kChunks).
+  /// 0 (also for a sum of −0.0 terms), gradual underflow to subnormals (a nonzero sum that rounds
+  /// to zero keeps its sign: −0.0 for a negative one). O(kChunks).
   double round() const noexcept;
 
   /// The exact finite value as up to n non-overlapping doubles (see Expansion). O(n·kChunks).
@@ -216,9 +217,11 @@ class ExactSum {
     chunk_[i + 1] += static_cast<std::int64_t>(low >> 32);
     chunk_[i + 2] += hi;
   }
-  /// Adds (−1 if sm else +1)·W·2^(kMinExp + k), W = w2·2^128 + w1·2^64 + w0 < 2^160: six chunk
-  /// writes of < 2^32 each (W·2^s < 2^192).
+  /// Adds (−1 if sm else +1)·W·2^(kMinExp + k), W = w2·2^128 + w1·2^64 + w0: Limbs chunk writes of
+  /// < 2^32 each, so W·2^s (s < 32) must be below 2^(32·Limbs): W < 2^160 for 6, W < 2^128 for 5.
+  template <int Limbs = 6>
   void put_wide(std::uint64_t w0, std::uint64_t w1, std::uint64_t w2, int k, std::int64_t sm) noexcept {
+    static_assert(Limbs == 5 || Limbs == 6);
     const int i = k >> 5, s = k & 31;
     const std::uint64_t t0 = w0 << s;
     const std::uint64_t t1 = (w1 << s) | ((w0 >> 1) >> (63 - s));
@@ -228,11 +231,14 @@ class ExactSum {
     add_limb(i + 2, t1 & 0xFFFFFFFFu, sm);
     add_limb(i + 3, t1 >> 32, sm);
     add_limb(i + 4, t2 & 0xFFFFFFFFu, sm);
-    add_limb(i + 5, t2 >> 32, sm);
+    if constexpr (Limbs == 6) add_limb(i + 5, t2 >> 32, sm);
   }
-  /// Adds n doubles of sign and exponent field idx (bits 63–52) whose fraction fields sum to
-  /// frac_sum (< 2^64), as the large superaccumulator's buckets hold them.
-  void add_bucket(unsigned idx, std::uint64_t frac_sum, std::uint32_t n) noexcept;
+  /// Adds n terms of sign and exponent field idx (bits 63–52) whose significands (implicit bits
+  /// included) sum to w, as the large superaccumulators' buckets hold them: ±w·2^q, q the ulp
+  /// exponent of field idx & 0x7FF. For field 0x7FF (inf/NaN), NaN when w ≠ n·2^52 (a nonzero
+  /// fraction), else the infinity.
+  void add_bucket(unsigned idx, u128 w, std::uint32_t n) noexcept;
+  friend class ExactSumBuffer;
   void add_small(std::span<const double> v) noexcept;
   void add_special(double v) noexcept;
   void add_special_product(double a, double b, double c) noexcept;
@@ -242,6 +248,71 @@ class ExactSum {
   alignas(64) std::array<std::int64_t, kChunks> chunk_{};
   std::int64_t count_ = 0;  ///< adds since the last normalize (see the carry invariant)
   bool nan_ = false, pos_inf_ = false, neg_inf_ = false;
+};
+
+/// A large superaccumulator (Neal 2015, §4) in front of ExactSum, for hot loops: add(double) is one
+/// bucket add and a count (about the cost of a plain sum), against three chunk adds and a carry
+/// check for ExactSum::add. About 48 KB, so keep one per thread and per concurrent sum, not one per
+/// reduction set: accumulate a set, then flush_into() that set's ExactSum, which leaves the buffer
+/// empty. The buffer holds, exactly, the sum of what was added since the last flush.
+///
+/// Buckets: one per sign and exponent field (bits 63–52 of the double). Each holds the sum of the
+/// 52-bit fraction fields added to it and the adds left before it must be spilled (4095, so the
+/// sum stays below 2^64); a spilled bucket is ±(fraction sum + n·2^52)·2^q, added exactly (the
+/// implicit bits counted; none for subnormals). Exponent field 0x7FF: NaN if its fraction sum is
+/// nonzero, else ±inf. flush_into() costs O(buckets touched since the last flush).
+class ExactSumBuffer {
+ public:
+  ExactSumBuffer() noexcept;
+
+  /// Adds v exactly (NaN and ±inf as ExactSum::add does).
+  void add(double v) noexcept {
+    const std::uint64_t u = std::bit_cast<std::uint64_t>(v);
+    add_fields(static_cast<unsigned>(u >> 52), u & kFraction);
+  }
+  /// Adds every element of v exactly.
+  void add(std::span<const double> v) noexcept {
+    for (double x : v) add(x);
+  }
+  /// Adds a·b exactly, through ExactSum::add_product (the 106-bit integer product). Splitting the
+  /// product into two bucket adds was measured no faster. f32/f16/bf16 products are doubles
+  /// already: add(double(x)·y) takes the bucket path.
+  void add_product(double a, double b) noexcept {
+    spilled_.add_product(a, b);
+    dirty_ = true;
+  }
+  /// Adds a·b·c exactly: ExactSum::add_product (159-bit integer product).
+  void add_product(double a, double b, double c) noexcept {
+    spilled_.add_product(a, b, c);
+    dirty_ = true;
+  }
+  /// Adds the buffered sum to out (exactly, specials included) and empties the buffer.
+  void flush_into(ExactSum& out) noexcept;
+
+ private:
+  static constexpr int kBuckets = 4096;
+  /// Adds per bucket between spills: each adds a fraction field < 2^52, so the sum stays < 2^64.
+  static constexpr std::int16_t kCapacity = 4095;
+  static constexpr std::int16_t kUntouched = 4096;  ///< left_ of a bucket not in touched_
+  static constexpr std::uint64_t kFraction = (std::uint64_t{1} << 52) - 1;
+  /// Adds the double with sign and exponent field b (bits 63–52) and fraction field f.
+  void add_fields(unsigned b, std::uint64_t f) noexcept {
+    if (left_[b] == kUntouched) [[unlikely]] touch(b);
+    frac_[b] += f;
+    if (--left_[b] == 0) [[unlikely]] spill(b);
+  }
+  void touch(unsigned b) noexcept {
+    touched_[ntouched_++] = static_cast<std::uint16_t>(b);
+    left_[b] = kCapacity;
+  }
+  void spill(unsigned b) noexcept;
+
+  std::array<std::uint64_t, kBuckets> frac_;
+  std::array<std::int16_t, kBuckets> left_;
+  std::array<std::uint16_t, kBuckets> touched_;  ///< each bucket at most once
+  int ntouched_ = 0;
+  bool dirty_ = false;  ///< spilled_ holds something
+  ExactSum spilled_;    ///< full buckets and products, until the next flush
 };
 
 inline void ExactSum::to_mpfr(mpfr_t out) const {
