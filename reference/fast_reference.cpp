@@ -112,10 +112,20 @@ struct BatchExact {
   std::vector<SetExact> sets;
 };
 
+/// True when v is 0 or has at most 26 significant bits and |v| ∈ [2^-500, 2^500]: then the
+/// product of two such values is exact in double (f32, f16 and bf16 data).
+inline bool short_significand(double v) {
+  const auto bits = std::bit_cast<std::uint64_t>(v);
+  const auto e = static_cast<int>((bits >> 52) & 0x7FF);
+  return (bits & ((std::uint64_t{1} << 27) - 1)) == 0 && ((e >= 523 && e <= 1523) || v == 0);
+}
+
 /// Accumulates the exact sums of set s of x and fills its row of `out`.
 SetExact set_statistics(const Partition& part, const std::vector<double>& x, int64_t s, double eps,
                         SetStats& out) {
   ExactSum s1, s2, sabs;
+  // Neal's large accumulators in front (one bucket add per term), one set per thread at a time.
+  thread_local ExactSumBuffer b1, b2, babs;
   double max_abs = 0;
   bool nan = false;
   // Σx² as Σ fl(x·x) while every x has at most 26 significant bits and |x| ∈ [2^-500, 2^500]
@@ -125,16 +135,17 @@ SetExact set_statistics(const Partition& part, const std::vector<double>& x, int
     const double* p = x.data() + first;
     for (int64_t k = 0; k < len; ++k) {
       const double v = p[k], a = std::fabs(v);
-      s1.add(v);
-      s2.add(v * v);
-      sabs.add(a);
-      const auto bits = std::bit_cast<std::uint64_t>(v);
-      const auto e = static_cast<int>((bits >> 52) & 0x7FF);
-      squares_exact &= (bits & ((std::uint64_t{1} << 27) - 1)) == 0 && ((e >= 523 && e <= 1523) || a == 0);
+      b1.add(v);
+      b2.add(v * v);
+      babs.add(a);
+      squares_exact &= short_significand(v);
       nan |= v != v;
       max_abs = a > max_abs ? a : max_abs;
     }
   });
+  b1.flush_into(s1);
+  b2.flush_into(s2);
+  babs.flush_into(sabs);
   if (!squares_exact) {
     s2.clear();
     part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
@@ -396,9 +407,12 @@ SetBackward set_backward(const Inputs& a, const std::vector<double>& x, int64_t 
   const int64_t seg = part.affine.run_len;
   if (a.by_cells()) {  // batch/instance/group norm: gamma is constant on runs of `seg` elements
     ExactSum sdx, sd;
+    thread_local ExactSumBuffer bdx, bd;
     int64_t cur = -1;
     auto flush = [&] {
       if (cur < 0) return;
+      bdx.flush_into(sdx);
+      bd.flush_into(sd);
       Cell c{s, cur, exact::to_rational(sdx), exact::to_rational(sd)};
       const mpq_class gq(a.affine() ? a.in.gamma[static_cast<size_t>(cur)] : 1.0);
       sg += gq * c.sum_dy;
@@ -412,8 +426,9 @@ SetBackward set_backward(const Inputs& a, const std::vector<double>& x, int64_t 
         const int64_t j = part.affine_of(b);
         if (j != cur) flush(), cur = j;
         for (int64_t i = b; i < b + seg; ++i) {
-          sdx.add_product(dy[i], x[i]);
-          sd.add(dy[i]);
+          if (short_significand(dy[i]) && short_significand(x[i])) bdx.add(dy[i] * x[i]);  // exact
+          else sdx.add_product(dy[i], x[i]);
+          bd.add(dy[i]);
         }
       }
     });
