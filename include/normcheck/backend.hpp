@@ -80,8 +80,9 @@ struct RunResult {
   /// With !ok: the library declined the problem (e.g. oneDNN's `unimplemented`). The case is
   /// reported UNSUPPORTED with `message`, never a pass or an error.
   bool unsupported = false;
-  /// With !ok: how an isolated call (a plugin in a child process) went wrong.
-  enum class Fault { none, crash, timeout, overrun };
+  /// With !ok: how an isolated call (a plugin in a worker process) went wrong. input_modified:
+  /// the backend wrote to an input of the pass (reported as FAIL, "input modified").
+  enum class Fault { none, crash, timeout, overrun, input_modified };
   Fault fault = Fault::none;
   std::string message;    ///< the backend's own error text when !ok
   uint32_t produced = 0;  ///< Output bits
@@ -144,6 +145,9 @@ class Backend {
   /// One line: what this backend is.
   virtual std::string description() const = 0;
   virtual Capabilities capabilities() const = 0;
+  /// The precision profile of one op × dtype × layout (a library may sum differently per path;
+  /// plugin ABI 1.1 declares it per path). Default: capabilities().precision.
+  virtual PrecisionProfile precision(Op, DType, Layout) const { return capabilities().precision; }
   /// Finer check for one problem; std::nullopt when supported, otherwise the reason.
   /// The default checks op, pass, dtype and layout against capabilities().
   virtual std::optional<std::string> unsupported_reason(const RunArgs& args, Layout layout) const;
