@@ -307,7 +307,7 @@ TEST(PluginWorker, IsPersistentInitialisedOnceAndRestartedAfterACrash) {
   EXPECT_EQ(r2.message.substr(0, 7), "call 2,") << r2.message;
   EXPECT_NE(r1.message.find("init 1"), std::string::npos) << r1.message;
   EXPECT_EQ(pid_of(r1.message), pid_of(r2.message)) << "one worker for both calls";
-  EXPECT_NE(r1.message.find(std::to_string(getpid()) + ","), 7u) << "not called in this process";
+  EXPECT_EQ(r1.message.find("pid " + std::to_string(getpid()) + ","), std::string::npos) << "called in this process";
   EXPECT_EQ(r3.fault, RunResult::Fault::crash) << r3.message;
   EXPECT_NE(r3.message.find("SIGSEGV"), std::string::npos) << r3.message;
   EXPECT_EQ(r4.message.substr(0, 7), "call 1,") << "a fresh worker: " << r4.message;
@@ -316,7 +316,15 @@ TEST(PluginWorker, IsPersistentInitialisedOnceAndRestartedAfterACrash) {
   // --in-process: the same plugin in this very process, init called once.
   auto in = load_plugin(plugin("stateful"), 5, false);
   const RunResult p1 = in->run(t.args);
-  EXPECT_EQ(p1.message, fmt::format("call 1, pid {}, init 1", getpid()));
+  EXPECT_EQ(p1.message, fmt::format("call 1, pid {}, init 1, in_place 0", getpid()));
+  // ABI 1.1's in_place flag: set when y is x's buffer, in the worker and in process.
+  TinyCall inplace;
+  inplace.args.y = inplace.args.x;
+  EXPECT_NE(in->run(inplace.args).message.find("in_place 1"), std::string::npos);
+  const RunResult w5 = b->run(inplace.args);
+  EXPECT_NE(w5.message.find("call 2,"), std::string::npos) << w5.message;
+  EXPECT_NE(w5.message.find("in_place 1"), std::string::npos) << w5.message;
+  EXPECT_NE(r1.message.find("in_place 0"), std::string::npos) << r1.message;
 }
 
 // ABI 1.1 declarations: blocked sums with their block count, ρ, and a profile per path.
@@ -362,24 +370,53 @@ TEST(PluginAbi11, APluginBuiltAgainstAbi10StillLoadsAndPasses) {
   EXPECT_GE(passed, 5);
 }
 
-// Device buffers: a plugin asking for CUDA memory gets it staged where a device is present;
-// here (no GPU) every case is UNSUPPORTED with the reason, and the test says it skipped.
+// Device buffers: tests/plugins/cuda_staged.c takes CUDA memory (and checks that it is), stages it
+// to the host and runs the example's kernel. Where a device is present it must pass like the
+// example; here (no GPU) every case is UNSUPPORTED with the reason, and the test says it skipped.
 TEST(PluginAbi11, DeviceBuffersAreStagedOrTheCaseIsUnsupportedWithTheReason) {
-  auto b = load_plugin(plugin("cuda"), 30, true);
-  const CaseResult r = run_case(*b, parse_descriptor("layer_norm,shape=3x5"), {});
+  auto b = load_plugin(plugin("cuda_staged"), 60, true);
   bool noted = false;
   for (const auto& n : b->capabilities().notes) noted |= n.find("takes CUDA device buffers on device 0") != std::string::npos;
   EXPECT_TRUE(noted);
-  if (r.verdict == Verdict::unsupported) {
-    EXPECT_NE(r.reason.find("the plugin takes CUDA device buffers (device 0), and they cannot be staged here"),
-              std::string::npos)
-        << r.reason;
-    GTEST_SKIP() << "no CUDA device to stage to: " << r.reason;
+  auto example = load_plugin(kExample, 60, true);
+  int passed = 0;
+  for (const auto& c : load_suite("smoke").cases) {
+    const Problem p = parse_descriptor(c.descriptor);
+    const CaseResult r = run_case(*b, p, {}), want = run_case(*example, p, {});
+    SCOPED_TRACE(c.descriptor);
+    if (r.verdict == Verdict::unsupported && want.verdict != Verdict::unsupported) {
+      EXPECT_NE(r.reason.find("the plugin takes CUDA device buffers (device 0), and they cannot be staged here"),
+                std::string::npos)
+          << r.reason;
+      GTEST_SKIP() << "no CUDA device to stage to: " << r.reason;
+    }
+    EXPECT_EQ(r.verdict, want.verdict) << r.reason;
+    passed += r.verdict == Verdict::pass;
   }
-  // With a device the call was made on staged buffers (the plugin computes nothing, so the
-  // outputs are missing): anything but UNSUPPORTED, CRASH or an ERROR about staging.
-  EXPECT_NE(r.verdict, Verdict::crash) << r.reason;
-  EXPECT_EQ(r.reason.find("staging"), std::string::npos) << r.reason;
+  EXPECT_GE(passed, 5);
+  // --in-process has no worker to stage: said so, never a call on host pointers.
+  auto in = load_plugin(plugin("cuda_staged"), 60, false);
+  const CaseResult r = run_case(*in, parse_descriptor("layer_norm,shape=3x5"), {});
+  EXPECT_EQ(r.verdict, Verdict::unsupported);
+  EXPECT_NE(r.reason.find("only the worker stages"), std::string::npos) << r.reason;
+}
+
+// ABI 1.1 params = NC_PARAMS_DATA_DTYPE: a bf16 layer_norm that rounds gamma, beta and its saved
+// statistics to bf16 (as PyTorch 1.13 does) fails an f32 budget on the statistics, and passes
+// once it declares so; its backward passes, which have no such budget, are UNSUPPORTED.
+TEST(PluginAbi11, ParametersKeptInTheDataDtypeAreBudgetedAsSuch) {
+  const std::string cases = " --case layer_norm,shape=4x64,dtype=bf16 --case layer_norm,shape=3x4x8,dtype=bf16,norm_dims=2";
+  const auto undeclared = sh(kBin + " --backend " + plugin("bf16_params") + cases);
+  EXPECT_EQ(undeclared.exit_code, 1) << undeclared.output;
+  EXPECT_NE(undeclared.output.find("FAIL  layer_norm"), std::string::npos) << undeclared.output;
+  const auto declared = sh(kBin + " --backend " + plugin("bf16_params_declared") + cases);
+  EXPECT_EQ(declared.exit_code, 0) << declared.output;
+  EXPECT_NE(declared.output.find("2 of 2 cases passed"), std::string::npos) << declared.output;
+  auto b = load_plugin(plugin("bf16_params_declared"), 5, true);
+  EXPECT_TRUE(b->capabilities().precision.params_in_data_dtype);
+  const CaseResult back = run_case(*b, parse_descriptor("layer_norm,shape=4x64,dtype=bf16,pass=backward_training"), {});
+  EXPECT_EQ(back.verdict, Verdict::unsupported);
+  EXPECT_NE(back.reason.find("no backward budget"), std::string::npos) << back.reason;
 }
 
 }  // namespace

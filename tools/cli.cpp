@@ -426,7 +426,7 @@ int cmd_diagnose(Backend& b, const std::string& label, const std::string& json_p
 
 int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, const std::vector<Planned>& plan,
               BenchOptions opt) {
-  // Plugins run in process: forking per call would time the fork, not the kernel (docs/bench.md).
+  // Plugins run in process: through the worker, bench would time the copies and the round trip too (docs/bench.md).
   auto backend = open_backend(registry, backend_name, 0, false);
   check_writable(opt.json_path);
   std::vector<BenchCase> cases;
@@ -443,7 +443,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   CLI::App app{"normcheck: a correctness oracle for normalization layers (BatchNorm, LayerNorm, "
                "InstanceNorm, GroupNorm, RMSNorm).\nExit codes: 0 all pass, 1 any FAIL or ERROR, "
                "2 usage or setup error (including a plugin that cannot be loaded), 3 internal error, 130 interrupted.\n"
-               "Plugins: every call runs in a forked child; CRASH, TIMEOUT and OVERRUN count as errors (exit 1).",
+               "Plugins: calls run in a worker process of their own; CRASH, TIMEOUT and OVERRUN count as errors (exit 1).",
                "normcheck"};
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);
   std::string backend_name = "naive";

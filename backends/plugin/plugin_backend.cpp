@@ -128,13 +128,13 @@ RunResult from_status(int32_t status, uint32_t produced, const char* message) {
 /// Where each tensor of one call lives in the arena. An output that aliases its input in place
 /// (y over x, dx over dy) shares the input's place, so the plugin sees one buffer, as the
 /// caller has.
-struct Layout_ {
+struct ArenaLayout {
   const TensorArg* src[kCount] = {};
   bool shared[kCount] = {};
   size_t lo[kCount] = {}, offset[kCount] = {}, bytes[kCount] = {}, hi[kCount] = {};
   size_t total = plugin::kArenaHeader;
 
-  explicit Layout_(const RunArgs& a) {
+  explicit ArenaLayout(const RunArgs& a) {
     for (int i = 0; i < kCount; ++i) {
       src[i] = &(a.*kSlots[i].arg);
       if (!src[i]->present()) continue;
@@ -157,7 +157,7 @@ struct Layout_ {
 
 /// "y (past the end of its 60 bytes, up to 128 bytes past it)" for each tensor whose guard zones
 /// changed; "" when all are intact.
-std::string overruns(const Layout_& L, const unsigned char* arena) {
+std::string overruns(const ArenaLayout& L, const unsigned char* arena) {
   const auto& pat = guard_pattern();
   std::vector<std::string> hits;
   for (int i = 0; i < kCount; ++i) {
@@ -184,7 +184,7 @@ std::string overruns(const Layout_& L, const unsigned char* arena) {
 }
 
 /// The first input the pass must not write that differs from normcheck's copy; "" when none.
-std::string modified_input(const Layout_& L, const unsigned char* arena, Pass pass) {
+std::string modified_input(const ArenaLayout& L, const unsigned char* arena, Pass pass) {
   for (int i = 0; i < kCount; ++i) {
     if (!L.own(i) || written(i, pass)) continue;
     const int alias = i == kX ? 1 : i == kDy ? 3 : -1;  // in place, x is y's buffer (dy is dx's)
@@ -221,6 +221,10 @@ class PluginBackend final : public Backend {
   PrecisionProfile precision(Op op, DType dtype, Layout layout) const override;
   std::optional<std::string> unsupported_reason(const RunArgs& args, Layout layout) const override {
     if (auto why = Backend::unsupported_reason(args, layout)) return why;
+    const bool low = args.x.dtype == DType::f16 || args.x.dtype == DType::bf16;
+    if (low && is_backward(args.pass) && precision(args.op, args.x.dtype, layout).params_in_data_dtype)
+      return "the plugin keeps gamma and the statistics in the data dtype, and normcheck has no backward budget "
+             "for that yet (forward passes only)";
     if (d_.memory_kind == NC_MEMORY_CUDA && !worker_)
       return "the plugin takes CUDA device buffers, which only the worker stages (run without --in-process)";
     if (d_.memory_kind == NC_MEMORY_CUDA && d_.device_problem[0])
@@ -231,7 +235,7 @@ class PluginBackend final : public Backend {
   RunResult run(const RunArgs& a) override { return worker_ ? run_isolated(a) : run_in_process(a); }
 
  private:
-  static PrecisionProfile to_profile(int32_t acc, int32_t sum, int64_t block, double rsqrt);
+  static PrecisionProfile to_profile(int32_t acc, int32_t sum, int64_t block, double rsqrt, int32_t params);
   static nc_run_args to_c(const RunArgs& a);
   RunResult run_in_process(const RunArgs& a) const;
   RunResult run_isolated(const RunArgs& a);
@@ -244,8 +248,9 @@ class PluginBackend final : public Backend {
   double timeout_;
 };
 
-PrecisionProfile PluginBackend::to_profile(int32_t acc, int32_t sum, int64_t block, double rsqrt) {
+PrecisionProfile PluginBackend::to_profile(int32_t acc, int32_t sum, int64_t block, double rsqrt, int32_t params) {
   PrecisionProfile p;
+  p.params_in_data_dtype = params == NC_PARAMS_DATA_DTYPE;
   if (sum == NC_SUM_PAIRWISE) p.summation = Summation::pairwise;
   if (sum == NC_SUM_COMPENSATED) p.summation = Summation::compensated;
   if (sum == NC_SUM_BLOCKED && block >= 1) {  // without a block count: recursive, the safe depth
@@ -272,7 +277,7 @@ Capabilities PluginBackend::capabilities() const {
   static constexpr const char* kSum[] = {"not declared", "recursive", "pairwise", "blocked", "compensated"};
   const int sum = d_.summation >= 0 && d_.summation <= 4 ? d_.summation : 0;
   const int acc = d_.accumulation_dtype;
-  c.precision = to_profile(acc, d_.summation, d_.block_count, d_.rsqrt_error);
+  c.precision = to_profile(acc, d_.summation, d_.block_count, d_.rsqrt_error, d_.params);
   if (d_.has_convention) c.convention = d_.convention;
   c.notes.push_back(fmt::format(
       "declares: running statistics {}, accumulation {}, summation {}{}{} (the error budget uses the "
@@ -281,6 +286,8 @@ Capabilities PluginBackend::capabilities() const {
       acc >= 0 && acc <= 3 ? std::string(to_string(static_cast<DType>(acc))) : std::string("not declared"), kSum[sum],
       sum == NC_SUM_BLOCKED && d_.block_count > 0 ? fmt::format(" over {} accumulators", d_.block_count) : "",
       d_.rsqrt_error > 0 ? fmt::format(", inverse sqrt error {}·u", d_.rsqrt_error) : ""));
+  if (d_.params == NC_PARAMS_DATA_DTYPE)
+    c.notes.push_back("keeps gamma, beta and the saved statistics of f16/bf16 data in the data dtype (budgeted)");
   bool per_path = false;
   for (const auto& op : d_.has_profile)
     for (const auto& dt : op)
@@ -298,7 +305,7 @@ PrecisionProfile PluginBackend::precision(Op op, DType dtype, Layout layout) con
       !d_.has_profile[o][t][l])
     return capabilities().precision;
   const nc_precision& p = d_.profile[o][t][l];
-  return to_profile(p.accumulation_dtype, p.summation, p.block_count, p.rsqrt_error);
+  return to_profile(p.accumulation_dtype, p.summation, p.block_count, p.rsqrt_error, p.params);
 }
 
 nc_run_args PluginBackend::to_c(const RunArgs& a) {
@@ -331,7 +338,7 @@ nc_run_args PluginBackend::to_c(const RunArgs& a) {
 
 RunResult PluginBackend::run_in_process(const RunArgs& a) const {
   // The inputs' hashes before and after: a plugin writing an input is caught here too.
-  const Layout_ L(a);
+  const ArenaLayout L(a);
   std::vector<size_t> before(kCount);
   auto digest = [&](int i) {
     return std::hash<std::string_view>{}(std::string_view(static_cast<const char*>(L.src[i]->data), L.bytes[i]));
@@ -353,7 +360,7 @@ RunResult PluginBackend::run_in_process(const RunArgs& a) const {
 }
 
 RunResult PluginBackend::run_isolated(const RunArgs& a) {
-  const Layout_ L(a);
+  const ArenaLayout L(a);
   std::string why;
   unsigned char* arena = worker_->arena(L.total, why);
   if (!arena) return fail(why);

@@ -261,13 +261,14 @@ void read_table(const nc_plugin* t, const std::string& path, Declarations* d) {
   d->rsqrt_error = t->rsqrt_error;
   d->memory_kind = t->memory_kind;
   d->device_id = t->device_id;
+  d->params = t->params;
   d->has_init = t->init != nullptr;
   if (!t->precision) return;
   for (int op = 0; op < kOps; ++op)
     for (int dt = 0; dt < kDtypes; ++dt)
       for (int l = 0; l < kLayouts; ++l) {
         if (!(t->ops >> op & 1) || !(t->dtypes >> dt & 1) || !(t->layouts >> l & 1)) continue;
-        nc_precision p{t->accumulation_dtype, t->summation, t->block_count, t->rsqrt_error};
+        nc_precision p{t->accumulation_dtype, t->summation, t->block_count, t->rsqrt_error, t->params, 0};
         if (t->precision(op, dt, l, &p)) {
           d->has_profile[op][dt][l] = 1;
           d->profile[op][dt][l] = p;

@@ -34,6 +34,7 @@ struct Declarations {
   int64_t block_count;
   double rsqrt_error;
   int32_t memory_kind, device_id;
+  int32_t params;
   int32_t has_init;
   int32_t has_profile[kOps][kDtypes][kLayouts];
   nc_precision profile[kOps][kDtypes][kLayouts];

@@ -110,6 +110,11 @@ struct PrecisionProfile {
   /// Dtype of the reductions when coarser than the statistics dtype (an f16 accumulator);
   /// std::nullopt: the statistics dtype (f32 for f16/bf16 data).
   std::optional<DType> accumulation;
+  /// f16/bf16 data: the backend keeps gamma, beta and the saved statistics in the data dtype
+  /// (PyTorch 1.13's bf16 layer_norm and group_norm) although they are passed and returned as
+  /// f32. The forward budget adds their rounding to the data dtype (docs/plugins.md, ABI 1.1
+  /// `params`); backward passes have no such budget yet.
+  bool params_in_data_dtype = false;
   /// Unit roundoff of the reductions for data whose statistics dtype is `stats`: that dtype's,
   /// or the declared accumulator's when it is coarser.
   double unit_roundoff(DType stats) const;
@@ -151,7 +156,8 @@ class Backend {
   /// Finer check for one problem; std::nullopt when supported, otherwise the reason.
   /// The default checks op, pass, dtype and layout against capabilities().
   virtual std::optional<std::string> unsupported_reason(const RunArgs& args, Layout layout) const;
-  /// Runs one call. Must not throw; errors come back in RunResult.
+  /// Runs one call. Must not throw; errors come back in RunResult. Exception: Interrupted
+  /// (interrupt.hpp) when a call waited on (a plugin's worker) was abandoned at a signal.
   virtual RunResult run(const RunArgs& args) = 0;
   /// Threads one call uses. Default 1: a single-threaded backend.
   virtual int threads() const { return 1; }

@@ -68,6 +68,12 @@ enum { NC_SUM_UNKNOWN = 0, NC_SUM_RECURSIVE = 1, NC_SUM_PAIRWISE = 2, NC_SUM_BLO
 /* ABI 1.1: where the buffers of nc_run_args live (nc_plugin.memory_kind, nc_run_args.memory_kind). */
 enum { NC_MEMORY_HOST = 0, NC_MEMORY_CUDA = 1 };
 
+/* ABI 1.1: where gamma, beta and the saved statistics are kept for f16/bf16 data (nc_plugin.params,
+   nc_precision.params). normcheck passes them as f32 either way; NC_PARAMS_DATA_DTYPE says the
+   library rounds them to the data dtype inside (PyTorch 1.13's bf16 layer_norm and group_norm), and
+   the error budget adds that rounding. */
+enum { NC_PARAMS_STATS_DTYPE = 0, NC_PARAMS_DATA_DTYPE = 1 };
+
 /* What `run` returns. */
 typedef enum {
   NC_STATUS_OK = 0,          /* outputs written, `produced` set */
@@ -116,6 +122,8 @@ typedef struct nc_precision {
   int64_t block_count;        /* NC_SUM_BLOCKED: the number P of partial accumulators (>= 1) */
   double rsqrt_error;         /* rho: error of 1/sqrt(v + eps) in units of u of the statistics dtype;
                                  0 = not declared (2: sqrt then divide, each correctly rounded) */
+  int32_t params;             /* NC_PARAMS_* for f16/bf16 data */
+  int32_t reserved;
 } nc_precision;
 
 typedef struct nc_plugin {
@@ -152,6 +160,9 @@ typedef struct nc_plugin {
   int32_t memory_kind; /* NC_MEMORY_HOST (0), or NC_MEMORY_CUDA: run receives device pointers on
                           device_id; normcheck stages host <-> device around every call */
   int32_t device_id;
+  int32_t params;      /* NC_PARAMS_*: gamma, beta and saved statistics of f16/bf16 data kept in f32
+                          (0, the default) or in the data dtype */
+  int32_t reserved_1_1;
   /* Optional (NULL: none). Called once in the worker after loading, before any run (and again in a
      restarted worker). NC_STATUS_OK, or the plugin is refused at load with *message (exit 2). */
   nc_status (*init)(const char** message);

@@ -16,12 +16,12 @@
  *   PLANT_NO_ENTRY  exports no entry point                  -> refused at load (exit 2)
  *   PLANT_DECLARATIONS  declares the Keras convention, an f16 accumulator and pairwise sums
  *                       (and computes nothing)              -> the declarations reach normcheck
- *   PLANT_STATEFUL  ABI 1.1 init hook; every call returns ERROR with "call K, pid P, init I", and
+ *   PLANT_STATEFUL  ABI 1.1 init hook; every call returns ERROR with "call K, pid P, init I,
+ *                   in_place F" (F: nc_run_args.in_place), and
  *                   the third call of a process crashes     -> one persistent worker, restarted
  *   PLANT_INIT_FAIL ABI 1.1 init hook that fails            -> refused at load (exit 2)
  *   PLANT_PROFILE   ABI 1.1: blocked sums over 8 accumulators, rho = 4, and a per-path profile
  *                   (layer_norm f32: pairwise; batch_norm NHWC: an f16 accumulator)
- *   PLANT_CUDA      ABI 1.1: asks for CUDA device buffers on device 0 (computes nothing)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -121,7 +121,8 @@ static nc_status run(const nc_run_args* a, uint32_t* produced, const char** mess
   }
 #elif defined(PLANT_STATEFUL)
   if (++calls == 3) raise(SIGSEGV);
-  snprintf(text, sizeof text, "call %d, pid %d, init %d", calls, (int)getpid(), initialised);
+  snprintf(text, sizeof text, "call %d, pid %d, init %d, in_place %d", calls, (int)getpid(), initialised,
+           (int)a->in_place);
   *message = text;
   return NC_STATUS_ERROR;
 #endif
@@ -163,10 +164,6 @@ static const nc_plugin kPlugin = {
 #endif
 #if defined(PLANT_STATEFUL) || defined(PLANT_INIT_FAIL)
     .init = init,
-#endif
-#ifdef PLANT_CUDA
-    .memory_kind = NC_MEMORY_CUDA,
-    .device_id = 0,
 #endif
     .run = run,
 };
