@@ -211,6 +211,42 @@ const std::vector<double>* Tolerances::of(std::string_view name) const {
   return nullptr;
 }
 
+namespace {
+
+/// Forward budgets of a backend keeping gamma, beta and the saved statistics in the 16-bit data
+/// dtype dt (PrecisionProfile::params_in_data_dtype). It rounds γ and β to dt on the way in, and
+/// mean, variance and 1/σ on the way out, each by at most hu(v) = max(u_dt·|v|, half_ulp(dt, v)).
+/// y is budgeted for kernels that normalise with the rounded statistics as well as for those
+/// that keep f32 ones: to first order, y = γ̃·(x − μ̃)·r̃ + β̃ moves by at most
+///   |x̂|·hu(γ) + hu(β) + |γ|·r·hu(μ) + |γ·x̂|·hu(r)/r,
+/// and each saved statistic by hu(value). Both are added, times the safety factor s.
+void add_data_dtype_params(Tolerances& t, const Problem& p, const Partition& part, const ReferenceInputs& in,
+                           const ReferenceResult& ref, double s) {
+  const DType dt = p.dtype;
+  const double ud = unit_roundoff(dt);
+  auto hu = [&](double v) { return std::max(ud * std::fabs(v), half_ulp(dt, v)); };
+  const bool running = p.pass == Pass::forward_inference;
+  const SetStats& st = ref.batch_stats.back();
+  const std::vector<double>& x = in.batches.back();
+  const auto sets = set_of_elements(part);
+  for (int64_t i = 0; i < part.numel; ++i) {
+    const int64_t k = sets[i];
+    const double mu = running ? ref.used_running_mean[k] : st.mean[k];
+    const double r = running ? 1 / std::sqrt(ref.used_running_var[k] + in.eps) : st.inv_std[k];
+    const double g = in.gamma.empty() ? 1.0 : in.gamma[part.affine_of[i]];
+    const double b = in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of[i]];
+    const double xhat = (x[i] - mu) * r;
+    const double gamma_term = in.gamma.empty() ? 0.0 : std::fabs(xhat) * hu(g);
+    t.y[i] += s * (gamma_term + (b != 0 ? hu(b) : 0.0) + std::fabs(g) * r * (part.subtract_mean ? hu(mu) : 0.0) +
+                   std::fabs(g * xhat) * hu(r) / r);
+  }
+  for (size_t k = 0; k < t.mean.size(); ++k) t.mean[k] += s * hu(st.mean[k]);
+  for (size_t k = 0; k < t.variance.size(); ++k) t.variance[k] += s * hu(st.variance[k]);
+  for (size_t k = 0; k < t.inv_std.size(); ++k) t.inv_std[k] += s * hu(st.inv_std[k]);
+}
+
+}  // namespace
+
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                            const ReferenceResult& ref, const BudgetModel& model) {
   Tolerances t;
@@ -328,6 +364,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
         t.inv_std[s] = kSafety * bounds[s].delta_r * st.inv_std[s] + half_ulp(sdt, st.inv_std[s]);
       }
     }
+    if (model.profile.params_in_data_dtype && dt != sdt) add_data_dtype_params(t, p, part, in, ref, kSafety);
     return t;
   }
 

@@ -32,7 +32,7 @@ Run run(Backend& b, const Problem& p, std::function<void(GeneratedInputs&)> tran
   r.ok = v == Verdict::pass || v == Verdict::fail || v == Verdict::warn || v == Verdict::not_certifiable;
   if (!r.ok) return r;
   BudgetModel model;
-  model.profile = b.capabilities().precision;
+  model.profile = b.precision(p.op, p.dtype, p.layout);
   r.tol = make_tolerances(p, make_partition(p), r.cap.inputs, r.cap.reference, model);
   return r;
 }
@@ -69,18 +69,30 @@ const char* kAllTensors[] = {"y", "mean", "variance", "mean_square", "inv_std", 
                              "running_var", "dx", "dgamma", "dbeta"};
 
 RelationResult skipped(const char* relation, const Problem& p, std::string why) {
-  RelationResult r{relation, to_descriptor(p), true, 0, "", false};
+  RelationResult r{relation, to_descriptor(p), true, 0, "", false, ""};
   r.skipped = true;
   r.detail = std::move(why);
   return r;
+}
+
+/// A relation whose run did not give outputs: skipped when the backend declined the case, a
+/// fault (CRASH, TIMEOUT, OVERRUN, ERROR) when the backend failed on it.
+RelationResult not_run(const char* relation, const Problem& p, const Run& r, const std::string& what = "") {
+  const Verdict v = r.res.verdict;
+  std::string detail = fmt::format("{}{} {}", what, to_string(v), r.res.reason);
+  if (v != Verdict::crash && v != Verdict::timeout && v != Verdict::overrun && v != Verdict::error)
+    return skipped(relation, p, std::move(detail));
+  RelationResult out{relation, to_descriptor(p), false, 0, std::move(detail), false, ""};
+  out.fault = std::string(to_string(v));
+  return out;
 }
 
 /// Same values under a changed problem (layout, in place): every output, element by element.
 RelationResult same_values(Backend& b, const char* relation, const Problem& p, const Run& a, Problem q) {
   validate(q);
   const Run c = run(b, q);
-  if (!c.ok) return skipped(relation, p, fmt::format("{}: {} {}", to_descriptor(q), to_string(c.res.verdict), c.res.reason));
-  RelationResult r{relation, to_descriptor(p), true, 0, "", false};
+  if (!c.ok) return not_run(relation, p, c, to_descriptor(q) + ": ");
+  RelationResult r{relation, to_descriptor(p), true, 0, "", false, ""};
   auto id = [](int64_t k) { return k; };
   for (const char* t : kAllTensors) compare(r, a, c, t, id, id);
   r.detail = fmt::format("against {}{}{}", to_descriptor(q), r.detail.empty() ? "" : "; worst ", r.detail);
@@ -103,8 +115,8 @@ RelationResult permutation(Backend& b, const Problem& p, const Run& a) {
   const int64_t n = p.dims[0];
   if (n < 2) return skipped("permutation", p, "N = 1");
   const Run c = run(b, p, [n](GeneratedInputs& in) { reverse_batch(in, n); });
-  if (!c.ok) return skipped("permutation", p, fmt::format("{} {}", to_string(c.res.verdict), c.res.reason));
-  RelationResult r{"permutation", to_descriptor(p), true, 0, "", false};
+  if (!c.ok) return not_run("permutation", p, c);
+  RelationResult r{"permutation", to_descriptor(p), true, 0, "", false, ""};
   const int64_t per = p.numel() / n;
   auto rev = [n, per](int64_t k) { return (n - 1 - k / per) * per + k % per; };
   auto id = [](int64_t k) { return k; };
@@ -159,7 +171,7 @@ RelationResult shift(Backend& b, const Problem& p, const Run& a) {
     for (auto& t : in.batches)
       for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) + c);
   });
-  if (!s.ok) return skipped("shift", p, fmt::format("{} {}", to_string(s.res.verdict), s.res.reason));
+  if (!s.ok) return not_run("shift", p, s);
   // The shifted input is rounded: x' = x + c + δ. To first order y changes by at most
   // |gamma|·r·(|δ_i| + max|δ|·(1 + |x̂_i|)) (the mean moves by mean δ, r by at most r²·σ·max|δ|).
   const Partition part = make_partition(p);
@@ -175,7 +187,7 @@ RelationResult shift(Backend& b, const Problem& p, const Run& a) {
     const double xh = std::fabs((x[i] - st.mean[q]) * st.inv_std[q]);
     return 2 * g * st.inv_std[q] * (std::fabs(xs[i] - x[i] - c) + max_delta[q] * (1 + xh));
   };
-  RelationResult r{"shift", to_descriptor(p), true, 0, "", false};
+  RelationResult r{"shift", to_descriptor(p), true, 0, "", false, ""};
   auto id = [](int64_t k) { return k; };
   compare(r, a, s, "y", id, id, extra);
   r.detail = fmt::format("c = {}{}{}", c, r.detail.empty() ? "" : "; worst ", r.detail);
@@ -189,7 +201,7 @@ RelationResult affine(const Problem& p, const Run& a) {
   if (y == a.cap.got.end()) return skipped("affine", p, "no y");
   const Partition part = make_partition(p);
   const std::vector<double>& x = a.cap.inputs.batches.back();
-  RelationResult r{"affine", to_descriptor(p), true, 0, "", false};
+  RelationResult r{"affine", to_descriptor(p), true, 0, "", false, ""};
   for (int64_t c = 0; c < part.num_sets; ++c) {
     const auto idx = [&](int64_t k) { return part.member(c, k); };
     const double m = static_cast<double>(part.set_size);
@@ -233,7 +245,7 @@ std::vector<RelationResult> check_relations(Backend& b, const Problem& p) {
   }
   const Run a = run(b, p);
   if (!a.ok) {
-    out.push_back(skipped("all", p, fmt::format("{} {}", to_string(a.res.verdict), a.res.reason)));
+    out.push_back(not_run("all", p, a));
     return out;
   }
   if (p.rank() >= 3) {

@@ -124,7 +124,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // The budgets for the backend's declared precision profile: worst case (the verdict) and
   // probabilistic (the WARN tier); docs/comparison.md.
   BudgetModel model;
-  model.profile = backend.capabilities().precision;
+  model.profile = backend.precision(p.op, p.dtype, p.layout);
   const double u_arith = model.profile.unit_roundoff(sdt);  // of the reductions the budget assumes
   const double depth = model.profile.depth(static_cast<double>(part.set_size), u_arith);
   const Tolerances tol = make_tolerances(p, part, rin, ref, model);
@@ -178,6 +178,8 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     RunResult rr = backend.run(args);
     if (!rr.ok && rr.unsupported)
       return finish(Verdict::unsupported, "unsupported by backend: " + rr.message);
+    if (!rr.ok && rr.fault == RunResult::Fault::input_modified)
+      return finish(Verdict::fail, fmt::format("call {} of {} ({}): {}", k + 1, calls, to_string(args.pass), rr.message));
     if (!rr.ok && rr.fault != RunResult::Fault::none) {
       const Verdict v = rr.fault == RunResult::Fault::crash   ? Verdict::crash
                         : rr.fault == RunResult::Fault::timeout ? Verdict::timeout

@@ -80,8 +80,9 @@ struct RunResult {
   /// With !ok: the library declined the problem (e.g. oneDNN's `unimplemented`). The case is
   /// reported UNSUPPORTED with `message`, never a pass or an error.
   bool unsupported = false;
-  /// With !ok: how an isolated call (a plugin in a child process) went wrong.
-  enum class Fault { none, crash, timeout, overrun };
+  /// With !ok: how an isolated call (a plugin in a worker process) went wrong. input_modified:
+  /// the backend wrote to an input of the pass (reported as FAIL, "input modified").
+  enum class Fault { none, crash, timeout, overrun, input_modified };
   Fault fault = Fault::none;
   std::string message;    ///< the backend's own error text when !ok
   uint32_t produced = 0;  ///< Output bits
@@ -109,6 +110,11 @@ struct PrecisionProfile {
   /// Dtype of the reductions when coarser than the statistics dtype (an f16 accumulator);
   /// std::nullopt: the statistics dtype (f32 for f16/bf16 data).
   std::optional<DType> accumulation;
+  /// f16/bf16 data: the backend keeps gamma, beta and the saved statistics in the data dtype
+  /// (PyTorch 1.13's bf16 layer_norm and group_norm) although they are passed and returned as
+  /// f32. The forward budget adds their rounding to the data dtype (docs/plugins.md, ABI 1.1
+  /// `params`); backward passes have no such budget yet.
+  bool params_in_data_dtype = false;
   /// Unit roundoff of the reductions for data whose statistics dtype is `stats`: that dtype's,
   /// or the declared accumulator's when it is coarser.
   double unit_roundoff(DType stats) const;
@@ -144,10 +150,14 @@ class Backend {
   /// One line: what this backend is.
   virtual std::string description() const = 0;
   virtual Capabilities capabilities() const = 0;
+  /// The precision profile of one op × dtype × layout (a library may sum differently per path;
+  /// plugin ABI 1.1 declares it per path). Default: capabilities().precision.
+  virtual PrecisionProfile precision(Op, DType, Layout) const { return capabilities().precision; }
   /// Finer check for one problem; std::nullopt when supported, otherwise the reason.
   /// The default checks op, pass, dtype and layout against capabilities().
   virtual std::optional<std::string> unsupported_reason(const RunArgs& args, Layout layout) const;
-  /// Runs one call. Must not throw; errors come back in RunResult.
+  /// Runs one call. Must not throw; errors come back in RunResult. Exception: Interrupted
+  /// (interrupt.hpp) when a call waited on (a plugin's worker) was abandoned at a signal.
   virtual RunResult run(const RunArgs& args) = 0;
   /// Threads one call uses. Default 1: a single-threaded backend.
   virtual int threads() const { return 1; }

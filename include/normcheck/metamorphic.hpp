@@ -27,6 +27,10 @@ struct RelationResult {
   double worst_ratio = 0;  ///< max |difference| / allowance over the compared elements
   std::string detail;      ///< which tensor and element, or why the relation was skipped
   bool skipped = false;    ///< unsupported by the backend, or the case does not apply
+  /// "CRASH", "TIMEOUT", "OVERRUN" or "ERROR" when a run of the backend the relation needs failed
+  /// so (holds is then false and detail says which run); "" otherwise. A failed run is an error of
+  /// the backend, never a skipped check.
+  std::string fault;
 };
 
 /// Every relation that applies to problem p. Never throws for backend failures (the relation is

@@ -14,14 +14,19 @@
  * a plugin built against an older minor keeps working, and `struct_size` tells each side how
  * much of the other's struct exists.
  *
- * Ownership. Every buffer in nc_run_args is owned by normcheck, is host memory, and is valid
- * only during the call; the plugin must not keep pointers to it. Strings returned by the plugin
+ * Ownership. Every buffer in nc_run_args is owned by normcheck and is valid only during the
+ * call; the plugin must not keep pointers to it. Buffers are host memory unless the plugin
+ * declares memory_kind = NC_MEMORY_CUDA (ABI 1.1), in which case they are device memory on
+ * device_id. Inputs are read-only: normcheck compares them against its own copy after every
+ * call and reports a change as a FAIL ("input modified"). Strings returned by the plugin
  * (name, version, description, messages) are owned by the plugin and must stay valid until the
  * library is unloaded (static storage is the simple choice).
  *
- * Threads. normcheck calls `run` from one thread at a time, in a child process it forks for the
- * call (docs/plugins.md: a crash, hang or buffer overrun is reported, not fatal). A plugin may
- * use threads inside a call.
+ * Threads and processes. normcheck loads the plugin in a worker process of its own, calls `init`
+ * (ABI 1.1, optional) once there, and then calls `run` from one thread at a time, on buffers in
+ * shared memory (docs/plugins.md: a crash, hang, exit or buffer overrun is reported, not fatal,
+ * and the worker is restarted). A plugin may use threads inside a call. The worker is its own
+ * process group; processes the plugin starts are ended with the worker.
  *
  * Data. Tensors are described by logical dims (N, C, spatial... for data tensors) and strides
  * in elements; dtype codes are NC_DTYPE_*. Statistics, gamma/beta and their gradients are f32
@@ -38,7 +43,7 @@ extern "C" {
 #endif
 
 #define NC_ABI_MAJOR 1
-#define NC_ABI_MINOR 0
+#define NC_ABI_MINOR 1
 #define NC_MAX_RANK 5
 
 /* Ops, passes, dtypes and layouts: the same codes as normcheck::Op, Pass, DType, Layout. */
@@ -59,6 +64,15 @@ enum {
 /* How a plugin orders its reductions (its precision profile, with accumulation_dtype). */
 enum { NC_SUM_UNKNOWN = 0, NC_SUM_RECURSIVE = 1, NC_SUM_PAIRWISE = 2, NC_SUM_BLOCKED = 3,
        NC_SUM_COMPENSATED = 4 };
+
+/* ABI 1.1: where the buffers of nc_run_args live (nc_plugin.memory_kind, nc_run_args.memory_kind). */
+enum { NC_MEMORY_HOST = 0, NC_MEMORY_CUDA = 1 };
+
+/* ABI 1.1: where gamma, beta and the saved statistics are kept for f16/bf16 data (nc_plugin.params,
+   nc_precision.params). normcheck passes them as f32 either way; NC_PARAMS_DATA_DTYPE says the
+   library rounds them to the data dtype inside (PyTorch 1.13's bf16 layer_norm and group_norm), and
+   the error budget adds that rounding. */
+enum { NC_PARAMS_STATS_DTYPE = 0, NC_PARAMS_DATA_DTYPE = 1 };
 
 /* What `run` returns. */
 typedef enum {
@@ -93,7 +107,24 @@ typedef struct nc_run_args {
   int32_t running_var_unbiased;
   nc_tensor x, y, dy, dx, gamma, beta, dgamma, dbeta;
   nc_tensor mean, variance, inv_std, running_mean, running_var;
+  /* ABI 1.1 (present when struct_size covers them; normcheck always passes them). */
+  int32_t in_place;    /* 1 when y is x's buffer (forward) or dx is dy's (backward) */
+  int32_t memory_kind; /* NC_MEMORY_* of every data pointer above */
+  int32_t device_id;   /* CUDA device ordinal when memory_kind is NC_MEMORY_CUDA */
+  int32_t reserved_1_1;
 } nc_run_args;
+
+/* ABI 1.1: the precision profile of one op x dtype x layout (nc_plugin.precision). The query
+   receives it filled with the table-wide values of nc_plugin and changes what differs. */
+typedef struct nc_precision {
+  int32_t accumulation_dtype; /* NC_DTYPE_* of the reductions, or -1 when not declared */
+  int32_t summation;          /* NC_SUM_* */
+  int64_t block_count;        /* NC_SUM_BLOCKED: the number P of partial accumulators (>= 1) */
+  double rsqrt_error;         /* rho: error of 1/sqrt(v + eps) in units of u of the statistics dtype;
+                                 0 = not declared (2: sqrt then divide, each correctly rounded) */
+  int32_t params;             /* NC_PARAMS_* for f16/bf16 data */
+  int32_t reserved;
+} nc_precision;
 
 typedef struct nc_plugin {
   uint32_t struct_size; /* sizeof(nc_plugin) of the plugin */
@@ -107,18 +138,39 @@ typedef struct nc_plugin {
   uint32_t passes;
   uint32_t dtypes;
   uint32_t layouts;
-  /* What the plugin claims about itself. Recorded and shown by normcheck; the comparison of this
-     version does not use them yet (a later version sizes its error budget from them).
+  /* What the plugin claims about itself. Recorded in reports, and the error budget is computed for
+     it (docs/comparison.md "Precision profiles"; undeclared means the safe worst case).
      convention: the running-statistics convention it follows natively ("pytorch", "keras", …),
-       or NULL when it applies batch_weight and running_var_unbiased from nc_run_args as asked.
-     accumulation_dtype: NC_DTYPE_* of its reductions, or -1 when not declared.
-     summation: NC_SUM_* order of its reductions. */
+       or NULL when it applies batch_weight and running_var_unbiased from nc_run_args as asked
+       (`--convention native` takes it).
+     accumulation_dtype: NC_DTYPE_* of its reductions, or -1 when not declared; an f16 or bf16
+       accumulator is budgeted with its own unit roundoff.
+     summation: NC_SUM_* order of its reductions (pairwise and compensated set the budget's depth;
+       blocked needs block_count, ABI 1.1; undeclared is budgeted as recursive, the worst case). */
   const char* convention;
   int32_t accumulation_dtype;
   int32_t summation;
   /* Runs one call. On NC_STATUS_OK, *produced holds NC_OUT_* bits; otherwise *message may point
      to a plugin-owned, NUL-terminated explanation. Must not be NULL. */
   nc_status (*run)(const nc_run_args* args, uint32_t* produced, const char** message);
+
+  /* ABI 1.1. A 1.0 plugin's struct_size ends before these; normcheck then reads none of them. */
+  int64_t block_count; /* NC_SUM_BLOCKED: the number P of partial accumulators; 0: not declared */
+  double rsqrt_error;  /* rho in units of u (see nc_precision); 0: not declared */
+  int32_t memory_kind; /* NC_MEMORY_HOST (0), or NC_MEMORY_CUDA: run receives device pointers on
+                          device_id; normcheck stages host <-> device around every call */
+  int32_t device_id;
+  int32_t params;      /* NC_PARAMS_*: gamma, beta and saved statistics of f16/bf16 data kept in f32
+                          (0, the default) or in the data dtype */
+  int32_t reserved_1_1;
+  /* Optional (NULL: none). Called once in the worker after loading, before any run (and again in a
+     restarted worker). NC_STATUS_OK, or the plugin is refused at load with *message (exit 2). */
+  nc_status (*init)(const char** message);
+  /* Optional (NULL: none). The precision profile of one path: fills *out and returns 1, or
+     returns 0 to use the table-wide accumulation_dtype/summation/block_count/rsqrt_error. Asked
+     once per op x dtype x layout at load time (codes NC_OP_*, NC_DTYPE_*, NC_LAYOUT_*); *out
+     starts with the table-wide values. */
+  int32_t (*precision)(int32_t op, int32_t dtype, int32_t layout, nc_precision* out);
 } nc_plugin;
 
 /* The one symbol a plugin exports. */
