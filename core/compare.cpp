@@ -228,13 +228,12 @@ void add_data_dtype_params(Tolerances& t, const Problem& p, const Partition& par
   const bool running = p.pass == Pass::forward_inference;
   const SetStats& st = ref.batch_stats.back();
   const std::vector<double>& x = in.batches.back();
-  const auto sets = set_of_elements(part);
   for (int64_t i = 0; i < part.numel; ++i) {
-    const int64_t k = sets[i];
+    const int64_t k = part.set_of(i);
     const double mu = running ? ref.used_running_mean[k] : st.mean[k];
     const double r = running ? 1 / std::sqrt(ref.used_running_var[k] + in.eps) : st.inv_std[k];
-    const double g = in.gamma.empty() ? 1.0 : in.gamma[part.affine_of[i]];
-    const double b = in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of[i]];
+    const double g = in.gamma.empty() ? 1.0 : in.gamma[part.affine_of(i)];
+    const double b = in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of(i)];
     const double xhat = (x[i] - mu) * r;
     const double gamma_term = in.gamma.empty() ? 0.0 : std::fabs(xhat) * hu(g);
     t.y[i] += s * (gamma_term + (b != 0 ? hu(b) : 0.0) + std::fabs(g) * r * (part.subtract_mean ? hu(mu) : 0.0) +
