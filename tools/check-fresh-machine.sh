@@ -96,7 +96,7 @@ host_sources() {
   done
 }
 # The mirror of the main archive: an entry for a plain suite (no -updates/-security/-backports)
-# whose Release file names Debian. The security mirror: an entry for SUITE-security, if any.
+# at a URI with "debian" in it. The security mirror: an entry for a *-security suite, if any.
 sources=$(host_sources)
 mirror=$(awk '$3 !~ /-/ && $2 ~ /debian/ { print $2; exit }' <<<"$sources")
 security=$(awk '$3 ~ /-security$/ && $2 ~ /debian/ { print $2; exit }' <<<"$sources")
