@@ -129,7 +129,7 @@ in_copy() {  # the processes whose root is the copy (the README commands and wha
   done
 }
 cleanup() {
-  local rc=$? m pids i
+  local rc=$? m pids i t0=$SECONDS
   trap - EXIT INT TERM
   if [ -n "$run_dir" ]; then
     # Processes a package script left running inside the copy (ours: their root is the copy).
@@ -148,6 +148,7 @@ cleanup() {
       say "mounts remain under $run_dir; not removing it" >&2
     else
       rm -rf --one-file-system "$run_dir"
+      say "cleanup: unmounted and removed the copy in $((SECONDS - t0)) s"
     fi
   fi
   exit "$rc"
