@@ -112,6 +112,9 @@ if ! command -v debootstrap >/dev/null 2>&1; then
 fi
 [ -e "/usr/share/debootstrap/scripts/$suite" ] || skip "this debootstrap ($(debootstrap --version)) does not know '$suite'"
 mkdir -p "$base"
+# One check per suite and cache at a time: they share the cached root, the .deb cache and the logs.
+exec 9>"$base/lock"
+flock -n 9 || { say "another check of $suite is running ($base/lock); waiting for it"; flock 9; }
 probe=$(mktemp -d "$base/mount-probe.XXXXXX")
 if ! mount --bind "$probe" "$probe" 2>/dev/null; then
   rmdir "$probe"
