@@ -237,7 +237,7 @@ for i in 0 1; do
   t0=$(date +%s)
   rc=0
   chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    TERM="${TERM:-dumb}" /bin/bash -c "cd /root/normcheck && ${commands[i]}" >"$log" 2>&1 &
+    TERM="${TERM:-dumb}" /bin/bash -c "cd /root/normcheck && ${commands[i]}" >"$log" 2>&1 9>&- &
   wait $! || rc=$?  # in the background, so that INT/TERM reach the trap at once
   secs=$(($(date +%s) - t0))
   say "command $((i + 1)): exit $rc, $secs s: ${commands[i]}"
