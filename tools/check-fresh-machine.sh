@@ -253,7 +253,7 @@ if line=$(grep -m 1 -E 'normcheck: (oneDNN unusable|no oneDNN found)' "$base/com
   say "onednn backend: NOT built on the fresh root (a package missing from setup.sh?): ${line#-- }"
   failed=1
 elif line=$(grep -m 1 'normcheck: oneDNN backend against' "$base/command-1.log"); then
-  say "onednn backend: built, ${line#-- normcheck: oneDNN backend against }"
+  say "onednn backend: configured, against ${line#-- normcheck: oneDNN backend against }"
 fi
 exit "$failed"
 }
