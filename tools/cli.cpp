@@ -168,13 +168,16 @@ int finish_run(const RunReport& report, const std::string& json_path, const std:
                  c.descriptor, report.expect_file, c.known_failure);
   const int unknown = t.fail + t.error - t.known;
   const bool ok = unknown == 0;
+  const bool verified = t.pass > 0;  // every case unsupported or not certifiable is not green (exit 5)
   fmt::print("\n{}: {} of {} cases passed{}, {} failed, {} errors, {} unsupported{}{} ({:.2f} s){}\n",
-             ok ? "PASS" : "FAIL", t.pass, t.total(), t.warn ? fmt::format(" ({} with WARN)", t.warn) : "", t.fail,
+             !ok ? "FAIL" : verified ? "PASS" : "NOTHING VERIFIED", t.pass, t.total(),
+             t.warn ? fmt::format(" ({} with WARN)", t.warn) : "", t.fail,
              t.error, t.unsupported, t.not_certifiable ? fmt::format(", {} not certifiable", t.not_certifiable) : "",
              t.known ? fmt::format(", {} of the failures known (--expect)", t.known) : "", report.wall_seconds,
              report.complete ? "" : " — INTERRUPTED, report incomplete");
   if (!report.complete) return 130;
-  return ok ? kExitPass : kExitMismatch;
+  if (!ok) return kExitMismatch;
+  return verified ? kExitPass : kExitNothingVerified;
 }
 
 int cmd_merge(const std::vector<std::string>& inputs, const std::string& json_path,
@@ -442,7 +445,8 @@ int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, 
 int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   CLI::App app{"normcheck: a correctness oracle for normalization layers (BatchNorm, LayerNorm, "
                "InstanceNorm, GroupNorm, RMSNorm).\nExit codes: 0 all pass, 1 any FAIL or ERROR, "
-               "2 usage or setup error (including a plugin that cannot be loaded), 3 internal error, 130 interrupted.\n"
+               "2 usage or setup error (including a plugin that cannot be loaded), 3 internal error, 5 nothing verified "
+               "(no case passed: all unsupported or not certifiable), 130 interrupted.\n"
                "Plugins: calls run in a worker process of their own; CRASH, TIMEOUT and OVERRUN count as errors (exit 1).",
                "normcheck"};
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);

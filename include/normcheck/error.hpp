@@ -13,6 +13,8 @@ enum ExitCode : int {
   kExitUsage = 2,     ///< usage or setup error: malformed descriptor, unknown backend or suite,
                       ///< unreadable file; nothing was run
   kExitInternal = 3,  ///< a bug in normcheck itself (an unexpected exception)
+  kExitNothingVerified = 5,  ///< no case passed and none failed: every case unsupported or not
+                             ///< certifiable (or none selected); a run that verified nothing
 };
 
 /// A user-facing error: bad descriptor, unknown name, unreadable file. The message is one line
