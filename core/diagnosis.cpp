@@ -27,6 +27,9 @@ constexpr const char* kExtra = "extra allowance:";
 struct Signature {
   const char* cause;
   std::function<std::optional<Outputs>(const CaseEvidence&)> predict;
+  /// The bug's y is not gamma·(x − mean)·inv_std + beta with the statistics it saves (gamma/beta
+  /// indexed wrongly, strides ignored), so it explains a failing y_vs_saved_stats.
+  bool y_inconsistent_with_saved = false;
 };
 
 int64_t channels_per_group(const Problem& p) { return p.op == Op::group_norm ? p.channels() / p.groups : 1; }
@@ -308,8 +311,9 @@ const std::vector<Signature>& signatures() {
          return Outputs{{"dgamma", o["dgamma"]}};
        }},
       {"GroupNorm gamma/beta applied per group instead of per channel (ONNX GroupNormalization-18 semantics)",
-       gn_per_group},
-      {"strides ignored: the NHWC tensor was read and written as dense NCHW (channel-stride bug)", strides_ignored},
+       gn_per_group, true},
+      {"strides ignored: the NHWC tensor was read and written as dense NCHW (channel-stride bug)", strides_ignored,
+       true},
       {"GroupNorm backward dx reduces per channel over the whole batch instead of per (n, group) "
        "(the signature of oneDNN#3543)",
        gn_backward_per_channel},
@@ -367,11 +371,18 @@ bool resolvable(const CaseEvidence& e, const std::string& name, const std::vecto
   return distance(ref, pred, scaled, nullptr, 0) > 1;
 }
 
-std::optional<double> match(const CaseEvidence& e, const Outputs& pred) {
+std::optional<double> match(const CaseEvidence& e, const Outputs& pred, bool y_inconsistent_with_saved) {
   double worst = 0;
   bool explains_a_failure = false;
   for (const auto& t : e.tensors) {
-    if (t.name == kVsSaved) continue;
+    if (t.name == kVsSaved) {
+      // y inconsistent with the backend's own statistics: only a bug whose y is (its y is matched
+      // below) explains it.
+      if (t.pass) continue;
+      if (!y_inconsistent_with_saved || !pred.count("y")) return std::nullopt;
+      explains_a_failure = true;
+      continue;
+    }
     auto it = pred.find(t.name);
     if (it == pred.end()) {  // (scale entries are never tensor names)
       if (!t.pass) return std::nullopt;
@@ -596,8 +607,9 @@ std::optional<std::string> envelope_cause(const CaseEvidence& e, const std::vect
       "per set, the mean error reaches {:.3g}× and the variance error {:.3g}× the budget of a stable algorithm",
       worst_mean, worst_var);
   // Rounding (one-pass cancellation, a 16-bit accumulator) scatters per set; a wrong formula
-  // scales every set's variance by the same factor.
-  if (const auto c = common_factor(var_rel))
+  // scales every set's variance by the same factor, with the mean exact (an accumulator that
+  // stagnates alike in every set errs in the mean too).
+  if (const auto c = worst_mean <= 1 ? common_factor(var_rel) : std::nullopt)
     return fmt::format("unexplained (the variance of every one of {} sets is off by the same factor 1 {} {:.3g}: a "
                        "formula, not rounding; {})",
                        var_rel.size(), *c < 0 ? "−" : "+", std::fabs(*c), evidence);
@@ -704,7 +716,7 @@ std::string suspected_cause(const CaseEvidence& e) {
   for (const Signature& sig : signatures()) {
     const auto pred = sig.predict(e);
     if (!pred) continue;
-    if (const auto d = match(e, *pred))
+    if (const auto d = match(e, *pred, sig.y_inconsistent_with_saved))
       return fmt::format("{} (the outputs match this bug's prediction to {:.2g}× the budget)", sig.cause, *d);
   }
   const std::vector<SetFit> fits = fit_forward(e);
