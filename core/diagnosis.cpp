@@ -27,9 +27,6 @@ constexpr const char* kExtra = "extra allowance:";
 struct Signature {
   const char* cause;
   std::function<std::optional<Outputs>(const CaseEvidence&)> predict;
-  /// The bug's y is not gamma·(x − mean)·inv_std + beta with the statistics it saves (gamma/beta
-  /// indexed wrongly, strides ignored), so it explains a failing y_vs_saved_stats.
-  bool y_inconsistent_with_saved = false;
 };
 
 int64_t channels_per_group(const Problem& p) { return p.op == Op::group_norm ? p.channels() / p.groups : 1; }
@@ -311,9 +308,8 @@ const std::vector<Signature>& signatures() {
          return Outputs{{"dgamma", o["dgamma"]}};
        }},
       {"GroupNorm gamma/beta applied per group instead of per channel (ONNX GroupNormalization-18 semantics)",
-       gn_per_group, true},
-      {"strides ignored: the NHWC tensor was read and written as dense NCHW (channel-stride bug)", strides_ignored,
-       true},
+       gn_per_group},
+      {"strides ignored: the NHWC tensor was read and written as dense NCHW (channel-stride bug)", strides_ignored},
       {"GroupNorm backward dx reduces per channel over the whole batch instead of per (n, group) "
        "(the signature of oneDNN#3543)",
        gn_backward_per_channel},
@@ -371,16 +367,14 @@ bool resolvable(const CaseEvidence& e, const std::string& name, const std::vecto
   return distance(ref, pred, scaled, nullptr, 0) > 1;
 }
 
-std::optional<double> match(const CaseEvidence& e, const Outputs& pred, bool y_inconsistent_with_saved) {
+std::optional<double> match(const CaseEvidence& e, const Outputs& pred) {
   double worst = 0;
   bool explains_a_failure = false;
   for (const auto& t : e.tensors) {
     if (t.name == kVsSaved) {
-      // y inconsistent with the backend's own statistics: only a bug whose y is (its y is matched
-      // below) explains it.
-      if (t.pass) continue;
-      if (!y_inconsistent_with_saved || !pred.count("y")) return std::nullopt;
-      explains_a_failure = true;
+      // y inconsistent with the backend's own statistics (weak cases only): a signature's y is
+      // matched against the weak y budget, too wide to confirm it, so no signature explains it.
+      if (!t.pass) return std::nullopt;
       continue;
     }
     auto it = pred.find(t.name);
@@ -716,7 +710,7 @@ std::string suspected_cause(const CaseEvidence& e) {
   for (const Signature& sig : signatures()) {
     const auto pred = sig.predict(e);
     if (!pred) continue;
-    if (const auto d = match(e, *pred, sig.y_inconsistent_with_saved))
+    if (const auto d = match(e, *pred))
       return fmt::format("{} (the outputs match this bug's prediction to {:.2g}× the budget)", sig.cause, *d);
   }
   const std::vector<SetFit> fits = fit_forward(e);
