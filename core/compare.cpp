@@ -131,7 +131,10 @@ double condition_number(const ReferenceResult& ref) {
   if (ref.batch_stats.empty()) return 0;
   const SetStats& s = ref.batch_stats.back();
   double k = 0;
-  for (size_t i = 0; i < s.inv_std.size(); ++i) k = std::fmax(k, s.inv_std[i] * s.mean_abs[i]);
+  for (size_t i = 0; i < s.inv_std.size(); ++i) {
+    const double ki = s.inv_std[i] * s.mean_abs[i];
+    if (std::isfinite(ki)) k = std::fmax(k, ki);  // r = 1/0 (eps = 0, v = 0): undefined, skipped
+  }
   return k;
 }
 
@@ -160,7 +163,7 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
   auto term_of = [&](int64_t i) { return budget.terms ? (*budget.terms)[i] : budget.term; };
   for (int64_t i = 0; i < c.numel; ++i) {
     const double r = ref[i], g = got[i];
-    if (undefined_all) {
+    if (undefined_all || (budget.nonfinite_reference_undefined && !std::isfinite(r))) {
       ++c.undefined;
       continue;
     }
@@ -179,7 +182,9 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
       if (r != 0) c.max_rel_err = std::fmax(c.max_rel_err, err / std::fabs(r));
       if (budget.probabilistic) {
         const double tp = (*budget.probabilistic)[i];
-        c.worst_ratio_prob = std::fmax(c.worst_ratio_prob, tp > 0 ? err / tp : (err > 0 ? kInf : 0));
+        const double rp = tp > 0 ? err / tp : (err > 0 ? kInf : 0);
+        c.worst_ratio_prob = std::fmax(c.worst_ratio_prob, rp);
+        if (rp > kProbabilisticFailFactor && err <= tol[i]) ++c.over_probabilistic;
       }
       const double hull = half_ulp(dtype, r), rest = tol[i] - hull;
       const double acc = std::fmax(0.0, err - hull);
@@ -193,7 +198,7 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
       c.dominant = std::isfinite(r) && 2 * half_ulp(dtype, r) >= tol[i] ? BudgetTerm::output_rounding : term_of(i);
     }
   }
-  c.pass = c.over_tolerance == 0 && c.nonfinite_mismatch == 0;
+  c.pass = c.over_tolerance == 0 && c.nonfinite_mismatch == 0 && c.over_probabilistic == 0;
   c.warn = c.pass && c.worst_ratio_prob > 1;
   return c;
 }
@@ -444,6 +449,38 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
       t.dbeta[j] = kSafety * md.gam(md.depth(n_aff)) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
   }
   return t;
+}
+
+std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, const Partition& part,
+                                                              const ReferenceInputs& in, const std::vector<double>& y,
+                                                              const SavedStatistics& saved,
+                                                              const PrecisionProfile& profile) {
+  const bool have_r = !saved.inv_std.empty() || !saved.variance.empty();
+  if (p.pass != Pass::forward_training || y.empty() || !have_r || (part.subtract_mean && saved.mean.empty()))
+    return std::nullopt;
+  const DType sdt = stats_dtype(p.dtype);
+  const double u = profile.unit_roundoff(sdt), rho = profile.rsqrt_error, s_safety = 2;
+  const std::vector<double>& x = in.batches.back();
+  std::vector<long double> mu(static_cast<size_t>(part.num_sets), 0), r(mu.size());
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    if (part.subtract_mean) mu[s] = saved.mean[s];
+    r[s] = !saved.inv_std.empty() ? static_cast<long double>(saved.inv_std[s])
+                                  : 1 / std::sqrt(static_cast<long double>(saved.variance[s]) + in.eps);
+  }
+  std::vector<double> pred(y.size()), tol(y.size());
+  for (int64_t i = 0; i < part.numel; ++i) {
+    const int64_t s = part.set_of(i), j = part.affine_of(i);
+    const long double g = in.gamma.empty() ? 1 : in.gamma[j];
+    const long double b = in.beta.empty() || !part.has_beta ? 0 : in.beta[j];
+    const long double xhat = (x[i] - mu[s]) * r[s];
+    pred[i] = static_cast<double>(g * xhat + b);
+    const double a = static_cast<double>(2 * u * std::fabs(g) * r[s] * (std::fabs(x[i]) + std::fabs(mu[s])) +
+                                         (rho + 4) * u * std::fabs(g * xhat) + 2 * u * std::fabs(b));
+    tol[i] = std::isfinite(a) ? s_safety * a + half_ulp(p.dtype, pred[i]) : kInf;
+  }
+  TensorBudget budget{&tol, nullptr, nullptr, BudgetTerm::element_rounding};
+  budget.nonfinite_reference_undefined = true;  // non-finite saved statistics are judged as themselves
+  return compare_tensor("y_vs_saved_stats", p.dtype, p.dims, pred, y, budget);
 }
 
 }  // namespace normcheck

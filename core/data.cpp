@@ -37,7 +37,25 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
+SingleValueRunningVar single_value_running_var_of(const std::string& s) {
+  for (auto v : {SingleValueRunningVar::nan, SingleValueRunningVar::error, SingleValueRunningVar::skip,
+                 SingleValueRunningVar::biased, SingleValueRunningVar::unknown})
+    if (s == to_string(v)) return v;
+  throw Error("conventions.json: single_value_running_var must be nan, error, skip, biased or unknown, not '" + s + "'");
+}
+
 }  // namespace
+
+std::string_view to_string(SingleValueRunningVar v) {
+  switch (v) {
+    case SingleValueRunningVar::nan: return "nan";
+    case SingleValueRunningVar::error: return "error";
+    case SingleValueRunningVar::skip: return "skip";
+    case SingleValueRunningVar::biased: return "biased";
+    case SingleValueRunningVar::unknown: return "unknown";
+  }
+  return "unknown";
+}
 
 const std::vector<Convention>& conventions() {
   static const std::vector<Convention> table = [] {
@@ -68,6 +86,7 @@ const std::vector<Convention>& conventions() {
       v.group_norm_eps = text_of(c.at("group_norm_eps"));
       v.rms_norm_eps = text_of(c.at("rms_norm_eps"));
       v.single_value_per_channel = text_of(c.at("single_value_per_channel"));
+      v.single_value_running_var = single_value_running_var_of(c.at("single_value_running_var").get<std::string>());
       v.affine = text_of(c.at("affine"));
       v.variance_algorithm = text_of(c.at("variance_algorithm"));
       v.source = c.at("source").get<std::string>();

@@ -3,10 +3,12 @@
 #include "normcheck/diagnosis.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <optional>
 
 #include "normcheck/tensor.hpp"
@@ -44,9 +46,13 @@ struct Envelope {
   double e_mean, d_var, delta_r, one_pass_d_var;
 };
 /// η is half the smallest subnormal of the accumulator (f32 2^-150, f16 2^-25, bf16 2^-134).
-Envelope envelope(const CaseEvidence& e, int64_t s, double u, double eta = 0x1p-150) {
+/// probabilistic: γ_(h+4) → λ·sqrt(h + 4)·u with compare.hpp's λ (Higham & Mary 2019), the scale
+/// of the factor rule (kProbabilisticFailFactor).
+Envelope envelope(const CaseEvidence& e, int64_t s, double u, double eta = 0x1p-150, bool probabilistic = false) {
   const SetStats& st = e.ref.batch_stats.back();
-  const double h = e.depth, g = (h + 4) * u / std::max(1 - (h + 4) * u, 1e-300);
+  const double h = e.depth;
+  const double lambda = std::sqrt(2 * std::log(2 * std::max(h, 1.0) * static_cast<double>(e.part.numel) / 1e-3));
+  const double g = probabilistic ? lambda * std::sqrt(h + 4) * u : (h + 4) * u / std::max(1 - (h + 4) * u, 1e-300);
   const double v = st.variance[s], r = st.inv_std[s], mu = st.mean[s];
   const double m = static_cast<double>(e.part.set_size);
   const double e_mean = g * st.mean_abs[s] + 4 * u * st.max_abs[s] + u * std::fabs(mu) + (h + 4) * eta;
@@ -125,8 +131,13 @@ std::optional<Outputs> inv_std_signature(const CaseEvidence& e, const std::funct
     r[s] = inv_std_of(st.variance[s], m);
     // The kernel's own variance error (within D_v) moves the bug's r by this much.
     const Real dv = 2 * envelope(e, static_cast<int64_t>(s), e.u).d_var;
+    if (!std::isfinite(st.variance[s])) continue;  // a NaN/Inf set: compared as non-finite values
     spread[s] = std::max(std::fabs(inv_std_of(st.variance[s] + dv, m) - r[s]),
                          std::fabs(inv_std_of(std::max<Real>(st.variance[s] - dv, 0), m) - r[s]));
+    // The spread must be bounded and smaller than the prediction itself: where the kernel's own
+    // variance error reaches v (weak or subnormal data) and the form has 1/sqrt(v) or 1/(sqrt(v) + eps)
+    // in it, any r would "match".
+    if (!std::isfinite(static_cast<double>(spread[s])) || !(spread[s] < std::fabs(r[s]))) return std::nullopt;
   }
   Outputs o{{"y", forward_y(c, e.in.batches.back(), mean, r, [&](int64_t i) { return e.part.affine_of(i); })}};
   const std::string stat = e.problem.op == Op::rms_norm ? "inv_rms" : "inv_std";
@@ -326,10 +337,46 @@ double distance(const std::vector<double>& got, const std::vector<double>& pred,
 
 /// A signature matches when every compared tensor it changes is within 2× budget of its
 /// prediction, at least one of those failed, and every tensor it leaves alone passed.
+/// The reference value of a compared tensor (rms_norm's names included); nullptr when unknown.
+const std::vector<double>* reference_of(const ReferenceResult& r, std::string_view name) {
+  if (name == "y") return &r.y;
+  if (name == "mean") return &r.mean;
+  if (name == "variance" || name == "mean_square") return &r.variance;
+  if (name == "inv_std" || name == "inv_rms") return &r.inv_std;
+  if (name == "running_mean") return &r.running_mean;
+  if (name == "running_var") return &r.running_var;
+  if (name == "dx") return &r.dx;
+  if (name == "dgamma") return &r.dgamma;
+  if (name == "dbeta") return &r.dbeta;
+  return nullptr;
+}
+
+/// The tensor y checked against the backend's own saved statistics (compare.hpp): derived
+/// evidence, not an output a signature predicts.
+constexpr std::string_view kVsSaved = "y_vs_saved_stats";
+
+/// The bug's predicted change of a tensor exceeds its budget somewhere: the worst-case one, or
+/// kProbabilisticFailFactor × the probabilistic one (the two ways a tensor FAILs).
+bool resolvable(const CaseEvidence& e, const std::string& name, const std::vector<double>& ref,
+                const std::vector<double>& pred, const std::vector<double>& tol) {
+  if (distance(ref, pred, tol, nullptr, 0) > 1) return true;
+  const auto* prob = e.tol_prob ? e.tol_prob->of(name) : nullptr;
+  if (!prob || prob->size() != tol.size()) return false;
+  std::vector<double> scaled(*prob);
+  for (double& v : scaled) v *= kProbabilisticFailFactor;
+  return distance(ref, pred, scaled, nullptr, 0) > 1;
+}
+
 std::optional<double> match(const CaseEvidence& e, const Outputs& pred) {
   double worst = 0;
   bool explains_a_failure = false;
   for (const auto& t : e.tensors) {
+    if (t.name == kVsSaved) {
+      // y inconsistent with the backend's own statistics (weak cases only): a signature's y is
+      // matched against the weak y budget, too wide to confirm it, so no signature explains it.
+      if (!t.pass) return std::nullopt;
+      continue;
+    }
     auto it = pred.find(t.name);
     if (it == pred.end()) {  // (scale entries are never tensor names)
       if (!t.pass) return std::nullopt;
@@ -343,7 +390,13 @@ std::optional<double> match(const CaseEvidence& e, const Outputs& pred) {
     const double d = distance(got->second, it->second, *tol, scale == pred.end() ? nullptr : &scale->second, rel);
     if (d > 2) return std::nullopt;
     worst = std::max(worst, d);
-    explains_a_failure = explains_a_failure || !t.pass;
+    if (!t.pass) {
+      // The bug explains a failure only where its predicted change is resolvable: beyond the
+      // tensor's budget somewhere (otherwise the allowance, not the bug, is what matched). Other
+      // failing tensors may fail by the rounding the bug amplifies (its extra allowance).
+      const auto* ref = reference_of(e.ref, t.name);
+      explains_a_failure = explains_a_failure || (ref && resolvable(e, t.name, *ref, it->second, *tol));
+    }
   }
   if (!explains_a_failure) return std::nullopt;
   return worst;
@@ -399,9 +452,260 @@ std::string describe(const std::vector<SetFit>& fits, const CaseEvidence& e) {
                      fits.size(), worst_mu, worst_dr);
 }
 
+/// 16-bit accumulation is a candidate only for 16-bit data (a declared 16-bit accumulator is
+/// already in the budget): for f32 data the factor u16/u is 2^13, for f64 2^42, so nearly any
+/// error would fit.
+bool sixteen_bit_data(const Problem& p) { return p.dtype == DType::f16 || p.dtype == DType::bf16; }
+
+/// Non-finite outputs where the reference is finite get their own cause, with the element: no
+/// signature or envelope is evidence for them.
+/// Reduction outputs: the statistics and the gamma/beta gradients (sums of their own).
+bool reduction_output(std::string_view n) {
+  return n == "mean" || n == "variance" || n == "inv_std" || n == "mean_square" || n == "inv_rms" ||
+         n == "running_mean" || n == "running_var" || n == "dgamma" || n == "dbeta";
+}
+
+/// The largest exact set sum of |x| or of x² (an f16 accumulator's range is 65504).
+double largest_set_sum(const CaseEvidence& e) {
+  double sum = 0;
+  const double m = static_cast<double>(e.part.set_size);
+  for (const auto& st : e.ref.batch_stats)
+    for (size_t k = 0; k < st.mean_abs.size(); ++k)
+      sum = std::max({sum, st.mean_abs[k] * m, m * (st.variance[k] + st.mean[k] * st.mean[k])});
+  return sum;
+}
+
+std::optional<std::string> nonfinite_cause(const CaseEvidence& e) {
+  // A reduction output (kept in f32) non-finite while an exact set sum exceeds the f16 range: an
+  // f16 accumulator overflowed.
+  if (e.problem.dtype == DType::f16)
+    for (const auto& t : e.tensors)
+      if (t.nonfinite_mismatch > 0 && reduction_output(t.name) && largest_set_sum(e) > 65504)
+        return fmt::format("sums accumulated in 16 bits suspected: an f16 accumulator overflows (an exact set sum of "
+                           "|x| or x², {:.3g}, exceeds the f16 range 65504, and {}[{}] = {} where the reference is "
+                           "{:.6g})",
+                           largest_set_sum(e), t.name, fmt::join(t.worst.coords, ", "), t.worst.got, t.worst.expected);
+  for (const auto& t : e.tensors) {
+    if (t.nonfinite_mismatch == 0 || t.worst.index < 0) continue;
+    const bool data = t.name == "y" || t.name == "dx" || t.name == kVsSaved;
+    const bool per_set = t.name == "mean" || t.name == "variance" || t.name == "inv_std" || t.name == "mean_square" ||
+                         t.name == "inv_rms" || t.name == "running_mean" || t.name == "running_var";
+    const int64_t s = data ? e.part.set_of(t.worst.index) : per_set ? t.worst.index : -1;
+    const DType cdt = stats_dtype(e.problem.dtype);
+    const double big = cdt == DType::f64 ? std::numeric_limits<double>::max() : std::numeric_limits<float>::max();
+    const double tiny = cdt == DType::f64 ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
+    std::string why = std::isinf(t.worst.got) ? "overflow" : "0/0 or Inf − Inf after an overflow or underflow";
+    if (s >= 0 && s < e.part.num_sets && !e.ref.batch_stats.empty()) {
+      const SetStats& st = e.ref.batch_stats.back();
+      const double m = static_cast<double>(e.part.set_size);
+      const double sum_sq = m * (st.variance[s] + st.mean[s] * st.mean[s]);
+      const double denom = st.variance[s] + e.in.eps;
+      if (sum_sq > big)
+        why += fmt::format(": Σx² of its set is {:.3g}, beyond the {} range", sum_sq, to_string(cdt));
+      else if (denom < tiny)
+        why += fmt::format(": v + eps = {:.3g} of its set is below the smallest normal {} ({:.3g}), so x² or the "
+                           "variance underflows and 1/sqrt(v + eps) overflows",
+                           denom, to_string(cdt), tiny);
+      else if (st.max_abs[s] > std::sqrt(big))
+        why += fmt::format(": max |x| of its set is {:.3g}, so x² overflows {}", st.max_abs[s], to_string(cdt));
+    }
+    return fmt::format("non-finite output ({}): {}[{}] = {} where the reference is {:.6g}; {} non-finite value(s) in {}",
+                       why, t.name, fmt::join(t.worst.coords, ", "), t.worst.got, t.worst.expected,
+                       t.nonfinite_mismatch, t.name);
+  }
+  return std::nullopt;
+}
+
+/// Consistency across tensors: when the backend saved its statistics, they were compared and all
+/// passed, and y failed (or y disagrees with those statistics), the reductions are right and the
+/// error is in the element-wise path, which no accumulation or variance-algorithm bug explains.
+std::optional<std::string> elementwise_cause(const CaseEvidence& e, const std::vector<SetFit>& fits) {
+  bool stats_seen = false, stats_ok = true, y_failed = false, vs_saved_failed = false;
+  for (const auto& t : e.tensors) {
+    const bool stat = t.name == "mean" || t.name == "variance" || t.name == "inv_std" || t.name == "mean_square" ||
+                      t.name == "inv_rms";
+    if (stat) stats_seen = true, stats_ok = stats_ok && t.pass;
+    if (t.name == "y") y_failed = !t.pass;
+    if (t.name == kVsSaved) vs_saved_failed = !t.pass;
+  }
+  if (!(stats_seen && stats_ok && y_failed) && !vs_saved_failed) return std::nullopt;
+  return fmt::format("unexplained: {} ({})",
+                     vs_saved_failed ? "y disagrees with the backend's own saved statistics"
+                                     : "the saved statistics are within budget and only y is wrong",
+                     fits.empty() ? "no per-set fit" : describe(fits, e));
+}
+
+/// The common relative error c of the per-set variances when at least 2 sets agree on it: all of
+/// one sign, within 10% of their mean, and |c| < ½; std::nullopt otherwise.
+std::optional<double> common_factor(const std::vector<double>& rel) {
+  if (rel.size() < 2) return std::nullopt;
+  const auto [lo, hi] = std::minmax_element(rel.begin(), rel.end());
+  double mean = 0;
+  for (double r : rel) mean += r / static_cast<double>(rel.size());
+  // |c| ≥ ½ (a variance lost entirely: underflow or a stagnating accumulator) is not a formula's factor.
+  if (!(*lo * *hi > 0) || !(*hi - *lo <= 0.1 * std::fabs(mean)) || !(std::fabs(mean) < 0.5)) return std::nullopt;
+  return mean;
+}
+
+/// Step 2: per-set mean and variance errors against the stable, one-pass and 16-bit envelopes.
+std::optional<std::string> envelope_cause(const CaseEvidence& e, const std::vector<SetFit>& fits) {
+  const Problem& p = e.problem;
+  if (p.pass != Pass::forward_training || e.ref.batch_stats.empty()) return std::nullopt;
+  const SetStats& st = e.ref.batch_stats.back();
+  auto got = [&](const char* name) -> const std::vector<double>* {
+    const auto it = e.got.find(name);
+    return it == e.got.end() ? nullptr : &it->second;
+  };
+  const auto* g_mean = got("mean");
+  const auto* g_var = got(p.op == Op::rms_norm ? "mean_square" : "variance");
+  const auto* g_r = got(p.op == Op::rms_norm ? "inv_rms" : "inv_std");
+  const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11, eta16 = p.dtype == DType::bf16 ? 0x1p-134 : 0x1p-25;
+  bool beyond = false, one_pass = true, acc16 = sixteen_bit_data(p), any_evidence = false, any_mean_bad = false;
+  double worst_mean = 0, worst_var = 0;
+  std::vector<double> var_rel;  // signed variance error / v per set, for the common-factor test
+  for (int64_t s = 0; s < e.part.num_sets; ++s) {
+    std::optional<double> mean_err, var_err, var_signed;
+    const double v = st.variance[s];
+    if (!std::isfinite(v) || !std::isfinite(st.mean[s])) continue;  // a NaN/Inf input set: compared as such
+    if (g_mean) mean_err = std::fabs((*g_mean)[s] - st.mean[s]);
+    else if (!fits.empty()) mean_err = std::fabs(fits[s].mean_error);
+    if (g_var) var_signed = (*g_var)[s] - v;
+    else if (g_r) var_signed = -2 * (v + e.in.eps) * ((*g_r)[s] / st.inv_std[s] - 1);
+    else if (!fits.empty()) var_signed = -2 * (v + e.in.eps) * fits[s].inv_std_rel;
+    if (var_signed) var_err = std::fabs(*var_signed);
+    if (var_signed && v > 0) var_rel.push_back(*var_signed / v);
+    if (!mean_err && !var_err) continue;
+    if ((mean_err && !std::isfinite(*mean_err)) || (var_err && !std::isfinite(*var_err))) {
+      one_pass = acc16 = false;
+      beyond = true;
+      continue;
+    }
+    any_evidence = true;
+    const Envelope stable = envelope(e, s, e.u), low = envelope(e, s, u16, eta16);
+    const Envelope prob = envelope(e, s, e.u, 0x1p-150, true);
+    // Beyond a stable algorithm: 4× the worst case, or the factor rule's F× the probabilistic one.
+    const double mean_limit = std::min(4 * stable.e_mean, kProbabilisticFailFactor * prob.e_mean);
+    const double var_limit = std::min(4 * stable.d_var, kProbabilisticFailFactor * prob.d_var);
+    const bool mean_bad = p.op != Op::rms_norm && mean_err && *mean_err > mean_limit;
+    const bool var_bad = var_err && *var_err > var_limit;
+    worst_mean = std::max(worst_mean, mean_err ? *mean_err / std::max(stable.e_mean, 1e-300) : 0);
+    worst_var = std::max(worst_var, var_err ? *var_err / std::max(stable.d_var, 1e-300) : 0);
+    any_mean_bad = any_mean_bad || mean_bad;
+    if (!mean_bad && !var_bad) continue;
+    beyond = true;
+    one_pass = one_pass && !mean_bad && p.op != Op::rms_norm && *var_err <= 2 * stable.one_pass_d_var;
+    acc16 = acc16 && (!mean_err || *mean_err <= 2 * low.e_mean) && (!var_err || *var_err <= 2 * low.d_var);
+  }
+  if (!any_evidence || !beyond) return std::nullopt;
+  const std::string evidence = fmt::format(
+      "per set, the mean error reaches {:.3g}× and the variance error {:.3g}× the budget of a stable algorithm",
+      worst_mean, worst_var);
+  // Rounding (one-pass cancellation, a 16-bit accumulator) scatters per set; a wrong formula
+  // scales every set's variance by the same factor, with the mean exact (an accumulator that
+  // stagnates alike in every set errs in the mean too).
+  if (const auto c = worst_mean <= 1 ? common_factor(var_rel) : std::nullopt)
+    return fmt::format("unexplained (the variance of every one of {} sets is off by the same factor 1 {} {:.3g}: a "
+                       "formula, not rounding; {})",
+                       var_rel.size(), *c < 0 ? "−" : "+", std::fabs(*c), evidence);
+  if (one_pass)
+    return "error grows like κ²: one-pass variance E[x²] − E[x]² suspected (" + evidence +
+           ", within the one-pass envelope (h+4)·u·(μ² + v))";
+  // A 16-bit accumulator rounds the sum of x as well as the sum of squares: with the mean exact
+  // (every set within the stable budget), the fault is not in the accumulation.
+  if (acc16 && (p.op == Op::rms_norm || any_mean_bad || (!g_mean && fits.empty())))
+    return fmt::format("sums accumulated in 16 bits suspected ({}, within the budget of a u = 2^{} accumulator)",
+                       evidence, p.dtype == DType::bf16 ? -8 : -11);
+  if (!fits.empty()) return "unexplained (" + evidence + "; " + describe(fits, e) + ")";
+  return std::nullopt;  // step 3 may still find specific evidence
+}
+
+/// Backward training: is the dx error of every set the error of its two reductions a = mean(g)
+/// and b = mean(g·x̂), i.e. δdx_i ≈ α + β·x̂_i (least squares, ≥ 90% of the squared error)? An
+/// accumulation bug changes a and b; a wrong element-wise formula leaves a residual that follows
+/// g_i = gamma·dy_i.
+bool dx_error_in_reductions(const CaseEvidence& e) {
+  const auto got = e.got.find("dx");
+  if (e.problem.pass != Pass::backward_training || got == e.got.end()) return false;
+  if (e.part.set_size == 1) {  // dx = r·(g − mean(g)) = 0 exactly: any error is g − a, a's rounding
+    const double u16 = e.problem.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11;
+    bool any = false;
+    for (int64_t i = 0; i < e.part.numel; ++i) {
+      const int64_t s = e.part.set_of(i);
+      const double g = e.in.dy[i] * (e.in.gamma.empty() ? 1.0 : e.in.gamma[e.part.affine_of(i)]);
+      const double d = std::fabs(got->second[i] - e.ref.dx[i]);
+      if (!(d <= 2 * static_cast<double>(e.ref.batch_stats.back().inv_std[s]) * u16 * std::fabs(g))) return false;
+      any = any || d > 0;
+    }
+    return any;
+  }
+  // With m ≤ 3 the two-parameter fit explains (almost) any error: no evidence.
+  if (e.part.set_size < 4) return false;
+  const int ulp_shift = e.problem.dtype == DType::f16 ? 10 : e.problem.dtype == DType::bf16 ? 7 : 23;
+  const int min_exp = e.problem.dtype == DType::f16 ? -14 : -126;
+  std::vector<Real> mean, r;
+  used_stats(e, mean, r);
+  const auto& x = e.in.batches.back();
+  Real total = 0, residual = 0, rounding = 0;
+  for (int64_t s = 0; s < e.part.num_sets; ++s) {
+    Real n = 0, sx = 0, sxx = 0, sd = 0, sxd = 0, sdd = 0;
+    for (int64_t k = 0; k < e.part.set_size; ++k) {
+      const int64_t i = e.part.member(s, k);
+      const Real xh = (x[i] - mean[s]) * r[s], d = got->second[i] - e.ref.dx[i];
+      if (!std::isfinite(static_cast<double>(d))) return false;
+      n += 1, sx += xh, sxx += xh * xh, sd += d, sxd += xh * d, sdd += d * d;
+      // the output rounding of dx: variance ulp²/12 per element, allowed 4×
+      const double a = std::fabs(e.ref.dx[i]);
+      const double ulp = std::ldexp(1.0, std::max(a > 0 ? std::ilogb(a) : min_exp, min_exp) - ulp_shift);
+      rounding += ulp * ulp / 3;
+    }
+    const Real det = n * sxx - sx * sx;
+    Real explained = n > 0 ? sd * sd / n : 0;
+    if (std::fabs(det) > 1e-300L) {
+      const Real beta = (n * sxd - sx * sd) / det, alpha = (sd - beta * sx) / n;
+      explained = alpha * sd + beta * sxd;
+    }
+    total += sdd;
+    residual += std::max<Real>(sdd - explained, 0);
+  }
+  return total > 0 && residual <= 0.1L * total + rounding;
+}
+
+/// Step 3, 16-bit data only: every failing tensor, a statistic among them, within what its budget
+/// becomes with a 16-bit accumulator's u, or an f16 overflow where an exact set sum of |x| or x²
+/// exceeds 65504.
+std::optional<std::string> size_cause(const CaseEvidence& e) {
+  const Problem& p = e.problem;
+  const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11;
+  if (!sixteen_bit_data(p) || !(u16 > e.u)) return std::nullopt;
+  const double sum_abs = largest_set_sum(e);
+  bool all_within = true, any_failed = false, overflow = false, statistic_failed = false, mean_passed = false;
+  for (const auto& t : e.tensors) {
+    if ((t.name == "mean" || t.name == "running_mean") && t.pass && e.part.subtract_mean) mean_passed = true;
+    if (t.pass || t.name == kVsSaved) continue;
+    any_failed = true;
+    statistic_failed = statistic_failed || reduction_output(t.name) || (t.name == "dx" && dx_error_in_reductions(e));
+    overflow = overflow || (t.nonfinite_mismatch > 0 && p.dtype == DType::f16 && sum_abs > 65504);
+    if (!(t.nonfinite_mismatch == 0 && t.worst_ratio <= 2 * u16 / e.u)) all_within = false;
+  }
+  if (!any_failed) return std::nullopt;
+  if (overflow)
+    return fmt::format("sums accumulated in 16 bits suspected (an exact set sum of |x| or x², {:.3g}, exceeds the "
+                       "f16 range 65504, and the output is non-finite)",
+                       sum_abs);
+  // The size of the errors alone allows a factor u16/u = 2^13 (f16) or 2^16 (bf16): evidence only
+  // where a reduction's own output (a statistic, dgamma or dbeta) is among the failures.
+  if (all_within && statistic_failed && !mean_passed)
+    return fmt::format("sums accumulated in 16 bits suspected (every failing tensor, a reduction's own output among them, is "
+                       "within the budget of a u = 2^{} accumulator)",
+                       p.dtype == DType::bf16 ? -8 : -11);
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::string suspected_cause(const CaseEvidence& e) {
+  // 0. Non-finite outputs: their own cause, with the element.
+  if (auto c = nonfinite_cause(e)) return *c;
   // 1. Exact signatures.
   for (const Signature& sig : signatures()) {
     const auto pred = sig.predict(e);
@@ -409,87 +713,13 @@ std::string suspected_cause(const CaseEvidence& e) {
     if (const auto d = match(e, *pred))
       return fmt::format("{} (the outputs match this bug's prediction to {:.2g}× the budget)", sig.cause, *d);
   }
-  // 2. Error envelopes. Per set, the mean error and the variance error, each from the best
-  // evidence compared: the saved statistic itself, else the per-set fit of y (δv ≈ 2(v+ε)·δr).
-  const Problem& p = e.problem;
-  if (p.pass == Pass::forward_training && !e.ref.batch_stats.empty()) {
-    const SetStats& st = e.ref.batch_stats.back();
-    const std::vector<SetFit> fits = fit_forward(e);
-    auto got = [&](const char* name) -> const std::vector<double>* {
-      const auto it = e.got.find(name);
-      return it == e.got.end() ? nullptr : &it->second;
-    };
-    const auto* g_mean = got("mean");
-    const auto* g_var = got(p.op == Op::rms_norm ? "mean_square" : "variance");
-    const auto* g_r = got(p.op == Op::rms_norm ? "inv_rms" : "inv_std");
-    const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11, eta16 = p.dtype == DType::bf16 ? 0x1p-134 : 0x1p-25;
-    bool beyond = false, one_pass = true, acc16 = true, any_evidence = false;
-    double worst_mean = 0, worst_var = 0;
-    for (int64_t s = 0; s < e.part.num_sets; ++s) {
-      std::optional<double> mean_err, var_err;
-      const double v = st.variance[s];
-      if (g_mean) mean_err = std::fabs((*g_mean)[s] - st.mean[s]);
-      else if (!fits.empty()) mean_err = std::fabs(fits[s].mean_error);
-      if (g_var) var_err = std::fabs((*g_var)[s] - v);
-      else if (g_r) var_err = 2 * (v + e.in.eps) * std::fabs((*g_r)[s] / st.inv_std[s] - 1);
-      else if (!fits.empty()) var_err = 2 * (v + e.in.eps) * std::fabs(fits[s].inv_std_rel);
-      if (!mean_err && !var_err) continue;
-      if ((mean_err && !std::isfinite(*mean_err)) || (var_err && !std::isfinite(*var_err))) {
-        one_pass = acc16 = false;  // non-finite statistics: reported below
-        beyond = true;
-        continue;
-      }
-      any_evidence = true;
-      const Envelope stable = envelope(e, s, e.u), low = envelope(e, s, u16, eta16);
-      const bool mean_bad = p.op != Op::rms_norm && mean_err && *mean_err > 4 * stable.e_mean;
-      const bool var_bad = var_err && *var_err > 4 * stable.d_var;
-      worst_mean = std::max(worst_mean, mean_err ? *mean_err / std::max(stable.e_mean, 1e-300) : 0);
-      worst_var = std::max(worst_var, var_err ? *var_err / std::max(stable.d_var, 1e-300) : 0);
-      if (!mean_bad && !var_bad) continue;
-      beyond = true;
-      one_pass = one_pass && !mean_bad && p.op != Op::rms_norm && *var_err <= 2 * stable.one_pass_d_var;
-      acc16 = acc16 && (!mean_err || *mean_err <= 2 * low.e_mean) && (!var_err || *var_err <= 2 * low.d_var);
-    }
-    const std::string evidence =
-        fmt::format("per set, the mean error reaches {:.3g}× and the variance error {:.3g}× the budget of a stable "
-                    "algorithm",
-                    worst_mean, worst_var);
-    if (any_evidence && beyond && one_pass)
-      return "error grows like κ²: one-pass variance E[x²] − E[x]² suspected (" + evidence +
-             ", within the one-pass envelope (h+4)·u·(μ² + v))";
-    if (any_evidence && beyond && acc16)
-      return fmt::format("sums accumulated in 16 bits suspected ({}, within the budget of a u = 2^{} accumulator)",
-                         evidence, p.dtype == DType::bf16 ? -8 : -11);
-    if (any_evidence && beyond && !fits.empty()) return "unexplained (" + describe(fits, e) + ")";
-  }
-  // 3. 16-bit accumulation, from the size of the errors: every failing tensor within what the
-  // budget becomes when u is a 16-bit accumulator's (the reduction terms scale with u), or an
-  // overflow where an exact set sum exceeds the f16 range.
-  {
-    const double u16 = p.dtype == DType::bf16 ? 0x1p-8 : 0x1p-11;
-    double sum_abs = 0;  // the largest exact set sum of |x| or of x² (an f16 accumulator's range)
-    const double m = static_cast<double>(e.part.set_size);
-    for (const auto& st : e.ref.batch_stats)
-      for (size_t k = 0; k < st.mean_abs.size(); ++k)
-        sum_abs = std::max({sum_abs, st.mean_abs[k] * m, m * (st.variance[k] + st.mean[k] * st.mean[k])});
-    bool all_within = true, any_failed = false, overflow = false;
-    for (const auto& t : e.tensors) {
-      if (t.pass) continue;
-      any_failed = true;
-      // An accumulator that overflowed makes everything downstream of it garbage.
-      overflow = overflow || (t.nonfinite_mismatch > 0 && p.dtype == DType::f16 && sum_abs > 65504);
-      if (!(t.nonfinite_mismatch == 0 && t.worst_ratio <= 2 * u16 / e.u)) all_within = false;
-    }
-    if (any_failed && (all_within || overflow) && u16 > e.u)
-      return fmt::format("sums accumulated in 16 bits suspected (every failing tensor is within the budget of a "
-                         "u = 2^{} accumulator, or overflows where an exact set sum of |x| or x², {:.3g}, exceeds the f16 range)",
-                         p.dtype == DType::bf16 ? -8 : -11, sum_abs);
-  }
-  for (const auto& t : e.tensors)
-    if (t.nonfinite_mismatch > 0)
-      return fmt::format("unexplained: {} has {} non-finite value(s) where the reference is finite (overflow, 0/0 "
-                         "or a negative variance in the kernel)",
-                         t.name, t.nonfinite_mismatch);
+  const std::vector<SetFit> fits = fit_forward(e);
+  // 2. Consistency across tensors, then the error envelopes per set.
+  if (auto c = elementwise_cause(e, fits)) return *c;
+  if (auto c = envelope_cause(e, fits)) return *c;
+  // 3. 16-bit accumulation from the size of the errors (16-bit data only).
+  if (auto c = size_cause(e)) return *c;
+  if (!fits.empty()) return "unexplained (" + describe(fits, e) + ")";
   return "unexplained (no known signature matches the failing tensors)";
 }
 

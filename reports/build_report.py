@@ -115,11 +115,13 @@ def accuracy_table(results):
     for s in results:
         for c in s.data["cases"]:
             cell = table[(c["op"], c["pass"])].setdefault(
-                s.label, {"pass": 0, "fail": 0, "unsupported": 0, "error": 0, "warn": 0, "not_certifiable": 0,
+                s.label, {"pass": 0, "fail": 0, "unsupported": 0, "error": 0, "warn": 0, "not_certifiable": 0, "weak": 0,
                           "worst": None})
             v = c["verdict"]
             kind = {"PASS": "pass", "WARN": "pass", "FAIL": "fail", "UNSUPPORTED": "unsupported",
                     "NOT_CERTIFIABLE": "not_certifiable"}.get(v, "error")
+            if kind == "pass" and c.get("weak_check"):
+                kind = "weak"  # a weak check is counted apart, never as a pass
             cell[kind] += 1
             cell["warn"] += v == "WARN"
             for t in c.get("tensors", []):
@@ -142,7 +144,8 @@ def cell_text(cell):
     if cell is None:
         return "not run"
     counts = f"{cell['pass']}/{cell['fail']}/{cell['unsupported']}/{cell['error']}"
-    extra = "".join(f", {cell[k]} {name}" for k, name in (("warn", "warn"), ("not_certifiable", "not certifiable"))
+    extra = "".join(f", {cell[k]} {name}" for k, name in (("warn", "warn"), ("weak", "weak check"),
+                                                          ("not_certifiable", "not certifiable"))
                     if cell.get(k))
     return f"{counts}, worst {fmt_ratio(cell['worst'])}{extra}"
 
@@ -291,10 +294,12 @@ def build(paths, out, title):
         totals = []
         for s in results:
             sm = s.data["summary"]
-            totals.append(f"{s.label}: {sm['pass']} pass ({sm.get('warn', 0)} with WARN), {sm['fail']} fail, "
+            totals.append(f"{s.label}: {sm['pass']} pass ({sm.get('warn', 0)} with WARN), "
+                          f"{sm.get('weak', 0)} weak check (not a pass), {sm['fail']} fail, "
                           f"{sm['unsupported']} unsupported, {sm['error']} error, "
                           f"{sm.get('not_certifiable', 0)} not certifiable of {sm['total']}")
-        note = ("Cells: pass/fail/unsupported/error case counts (WARN counts as a pass and is listed; NOT "
+        note = ("Cells: pass/fail/unsupported/error case counts (WARN counts as a pass and is listed; a weak "
+                "check is counted apart, never as a pass; NOT "
                 "CERTIFIABLE is listed apart), then the worst error-to-budget ratio over every compared tensor "
                 "(docs/comparison.md; below 1 is within budget).")
         plot_accuracy(table, labels, out / "accuracy.svg")
@@ -304,10 +309,12 @@ def build(paths, out, title):
         sections.append(("Accuracy overview", md, ht, "accuracy.svg"))
         # Per suite: the cases that did not pass, with their reproducers.
         for s in results:
-            bad = [c for c in s.data["cases"] if c["verdict"] not in ("PASS", "UNSUPPORTED")]
+            bad = [c for c in s.data["cases"]
+                   if c["verdict"] not in ("PASS", "UNSUPPORTED") or (c["verdict"] == "PASS" and c.get("weak_check"))]
             rows = [[c["verdict"], c["descriptor"], c["reason"], c.get("suspected_cause", ""), c["reproducer"]]
                     for c in bad]
-            text = f"{len(bad)} of {len(s.data['cases'])} cases did not pass cleanly (FAIL, WARN, NOT CERTIFIABLE, errors)."
+            text = (f"{len(bad)} of {len(s.data['cases'])} cases did not pass cleanly (FAIL, WARN, weak checks, "
+                    f"NOT CERTIFIABLE, errors).")
             hdr = ["verdict", "case", "reason", "suspected cause", "reproduce"]
             sections.append((f"Accuracy: {s.suite} on {s.label}", text + ("\n\n" + md_table(hdr, rows) if rows else ""),
                              f"<p>{html.escape(text)}</p>" + (html_table(hdr, rows) if rows else ""), None))

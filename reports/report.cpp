@@ -76,7 +76,12 @@ void write_text_file(const std::string& path, const std::string& text) {
   if (!f) throw Error("error writing report " + path);
 }
 
-void Tally::add(Verdict v) {
+void Tally::add(Verdict v, bool weak_check) {
+  if (weak_check && (v == Verdict::pass || v == Verdict::warn)) {
+    ++weak;
+    warn += v == Verdict::warn;
+    return;
+  }
   switch (v) {
     case Verdict::pass: ++pass; break;
     case Verdict::fail: ++fail; break;
@@ -93,7 +98,7 @@ void Tally::add(Verdict v) {
 Tally tally(const std::vector<CaseResult>& cases) {
   Tally t;
   for (const auto& c : cases) {
-    t.add(c.verdict);
+    t.add(c.verdict, c.weak_check);
     t.known += is_failure(c.verdict) && !c.known_failure.empty();
   }
   return t;
@@ -153,7 +158,7 @@ std::string to_json_text(const RunReport& r) {
   const Tally t = tally(r.cases);
   j["summary"] = {{"total", t.total()}, {"pass", t.pass}, {"fail", t.fail}, {"unsupported", t.unsupported},
                   {"error", t.error}, {"known_failures", t.known}, {"warn", t.warn},
-                  {"not_certifiable", t.not_certifiable}};
+                  {"not_certifiable", t.not_certifiable}, {"weak", t.weak}};
   json cases = json::array();
   for (const auto& c : r.cases) {
     json jc;
@@ -183,6 +188,7 @@ std::string to_json_text(const RunReport& r) {
       jt["over_tolerance"] = tc.over_tolerance;
       jt["nonfinite_mismatch"] = tc.nonfinite_mismatch;
       jt["undefined"] = tc.undefined;
+      jt["over_probabilistic"] = tc.over_probabilistic;
       jt["max_abs_err"] = num(tc.max_abs_err);
       jt["max_rel_err"] = num(tc.max_rel_err);
       jt["max_ulp"] = num(tc.max_ulp);
@@ -270,6 +276,7 @@ RunReport read_json(const std::string& path) {
         t.over_tolerance = jt.at("over_tolerance");
         t.nonfinite_mismatch = jt.at("nonfinite_mismatch");
         t.undefined = jt.at("undefined");
+        t.over_probabilistic = jt.value("over_probabilistic", int64_t{0});
         t.max_abs_err = read_num(jt.at("max_abs_err"));
         t.max_rel_err = read_num(jt.at("max_rel_err"));
         t.max_ulp = read_num(jt.at("max_ulp"));
@@ -329,7 +336,12 @@ void write_junit(const RunReport& r, const std::string& path) {
       continue;
     }
     switch (c.verdict) {
-      case Verdict::pass: x += "/>\n"; break;
+      case Verdict::pass:
+        if (c.weak_check)
+          x += fmt::format(">\n      <system-out>{}</system-out>\n    </testcase>\n", xml_escape("WEAK CHECK: " + c.reason));
+        else
+          x += "/>\n";
+        break;
       case Verdict::warn:
         x += fmt::format(">\n      <system-out>{}</system-out>\n    </testcase>\n", xml_escape("WARN: " + c.reason));
         break;
@@ -367,8 +379,9 @@ std::string to_markdown(const RunReport& r) {
                     r.normcheck_version, r.backend, r.backend_version, r.machine, r.compiler,
                     r.started_utc, r.wall_seconds, r.reference_bits);
   if (!r.complete) md += "- **INCOMPLETE: the run was interrupted; cases below are those that ran**\n";
-  md += fmt::format("- **{} cases: {} pass ({} with WARN), {} fail, {} unsupported, {} error, {} not certifiable**\n\n",
-                    t.total(), t.pass, t.warn, t.fail, t.unsupported, t.error, t.not_certifiable);
+  md += fmt::format("- **{} cases: {} pass ({} with WARN), {} weak check (not a pass), {} fail, {} unsupported, {} error, "
+                    "{} not certifiable**\n\n",
+                    t.total(), t.pass, t.warn, t.weak, t.fail, t.unsupported, t.error, t.not_certifiable);
   md += "Tolerance rule: docs/comparison.md. `worst ratio` is max |error| / tolerance over all "
         "compared elements (≤ 1 passes).\n\n";
   md += "## By op × pass\n\n| op | pass | cases | pass | fail | unsupported | error | worst ratio |\n"

@@ -30,6 +30,14 @@ void register_mutant_backends(BackendRegistry& r) {
        &NaiveFlaws::ignore_strides},
       {"mutant_gn_affine_per_group", "planted bug: group_norm gamma/beta indexed by group, not channel",
        &NaiveFlaws::gn_affine_per_group},
+      {"mutant_gamma_after_beta", "planted bug (no signature): y = gamma·(x̂ + beta)", &NaiveFlaws::gamma_after_beta},
+      {"mutant_mean_subtracted_twice", "planted bug (no signature): y from (x − 2·mean)·r",
+       &NaiveFlaws::mean_subtracted_twice},
+      {"mutant_dx_r_squared", "planted bug (no signature): dx scaled by r² instead of r", &NaiveFlaws::dx_r_squared},
+      {"mutant_variance_m_plus_1", "planted bug (no signature): variance = Σ(x − mean)²/(m + 1)",
+       &NaiveFlaws::variance_m_plus_1},
+      {"mutant_beta_by_set", "planted bug (no signature): beta indexed by reduction set, not affine entry",
+       &NaiveFlaws::beta_by_set},
   };
   for (const Mutant& m : kMutants) {
     r.add(m.name, m.summary, [m] {
@@ -52,14 +60,23 @@ void register_correct_variants(BackendRegistry& r) {
       {"variant_kahan", "correct: two-pass, compensated sums (declares compensated)",
        {Summation::compensated, false, false}},
       {"variant_welford", "correct: Welford one-pass updating (declares recursive)", {Summation::recursive, true, false}},
+      {"variant_blocked8", "correct: two-pass, 8 blocked accumulators (declares blocked, P = 8)",
+       {Summation::blocked, false, false, 8}},
+      {"variant_blocked64", "correct: two-pass, 64 blocked accumulators (declares blocked, P = 64)",
+       {Summation::blocked, false, false, 64}},
+      {"variant_rsqrt_newton", "correct: a 12-bit rsqrt estimate plus Newton steps (declares rsqrt_error 6)",
+       {Summation::recursive, false, false, 0, true}},
+      {"variant_folded_affine", "correct: y = x·scale + shift, scale = gamma·r, shift = beta − mean·scale",
+       {Summation::recursive, false, false, 0, false, true}},
   };
   for (const Variant& v : kVariants)
     r.add(v.name, v.summary, [v] { return make_naive_backend({}, v.name, v.v); });
 }
 
 const std::vector<std::string>& correct_variant_names() {
-  static const std::vector<std::string> names = {"naive", "variant_f64", "variant_pairwise", "variant_kahan",
-                                                 "variant_welford"};
+  static const std::vector<std::string> names = {"naive",           "variant_f64",       "variant_pairwise",
+                                                 "variant_kahan",   "variant_welford",   "variant_blocked8",
+                                                 "variant_blocked64", "variant_rsqrt_newton", "variant_folded_affine"};
   return names;
 }
 

@@ -20,12 +20,18 @@ namespace normcheck::testing {
 /// mutant_dgamma_missing_mean: dgamma = Σ dy·x·r instead of Σ dy·(x − mean)·r.
 /// mutant_ignore_strides: x, y, dy, dx addressed as dense NCHW (an NHWC channel-stride bug).
 /// mutant_gn_affine_per_group: group_norm gamma/beta indexed by group (ONNX GroupNorm-18).
+/// Five bugs with no signature in core/diagnosis.cpp, whose FAILs must read "unexplained":
+/// mutant_gamma_after_beta (y = gamma·(x̂ + beta)), mutant_mean_subtracted_twice ((x − 2·mean)·r),
+/// mutant_dx_r_squared (dx·r), mutant_variance_m_plus_1 (Σ(x − mean)²/(m + 1)),
+/// mutant_beta_by_set (beta indexed by reduction set).
 void register_mutant_backends(BackendRegistry& r);
 
 /// Correct variants: other correct algorithms, each declaring its precision profile. Over every
 /// suite they must never FAIL (tests/test_backends.cpp).
 ///   variant_f64 (arithmetic in f64), variant_pairwise, variant_kahan (compensated),
-///   variant_welford (one-pass updating, declares recursive depth).
+///   variant_welford (one-pass updating, declares recursive depth), variant_blocked8 and
+///   variant_blocked64 (P blocked accumulators, declare blocked), variant_rsqrt_newton (12-bit rsqrt
+///   estimate plus Newton, declares ρ = 6), variant_folded_affine (y = x·scale + shift).
 void register_correct_variants(BackendRegistry& r);
 /// "naive" and the variants above.
 const std::vector<std::string>& correct_variant_names();

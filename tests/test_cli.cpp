@@ -41,7 +41,9 @@ TEST(Cli, EdgeSuiteOnNaivePassesWithExitZeroAndASummary) {
   EXPECT_EQ(o.exit_code, 0) << o.output;
   EXPECT_NE(o.output.find("total"), std::string::npos);
   const size_t n = normcheck::load_suite("edge").cases.size();
-  EXPECT_NE(o.output.find(fmt::format("PASS: {} of {} cases passed", n, n)), std::string::npos) << o.output;
+  // The two κ ≈ 1e6 cases are weak checks in f32: counted apart, never as passed (docs/comparison.md).
+  EXPECT_NE(o.output.find(fmt::format("PASS: {} of {} cases passed, 2 weak checks", n - 2, n)), std::string::npos)
+      << o.output;
 }
 
 TEST(Cli, PlantedBugGivesExitOneAndAReproducerUnderEveryFailure) {

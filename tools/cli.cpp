@@ -94,7 +94,7 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
   }
   switch (c.verdict) {
     case Verdict::warn:
-      fmt::print("WARN  {}\n      {}\n", c.descriptor, c.reason);
+      fmt::print("WARN{} {}\n      {}\n", c.weak_check ? " WEAK" : " ", c.descriptor, c.reason);
       return;
     case Verdict::not_certifiable:
       fmt::print("NOT CERTIFIABLE  {}\n      {}\n", c.descriptor, c.reason);
@@ -124,15 +124,15 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
 void print_summary(const std::vector<CaseResult>& cases) {
   std::map<std::pair<int, int>, Tally> groups;
   for (const auto& c : cases)
-    groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}].add(c.verdict);
-  const char* row = "{:<14} {:<19} {:>5} {:>5} {:>5} {:>5} {:>6} {:>5} {:>5}\n";
+    groups[{static_cast<int>(c.problem.op), static_cast<int>(c.problem.pass)}].add(c.verdict, c.weak_check);
+  const char* row = "{:<14} {:<19} {:>5} {:>5} {:>5} {:>5} {:>5} {:>6} {:>5} {:>5}\n";
   fmt::print("\n");
-  fmt::print(fmt::runtime(row), "op", "pass", "cases", "pass", "warn", "fail", "unsup", "error", "n/c");
+  fmt::print(fmt::runtime(row), "op", "pass", "cases", "pass", "warn", "weak", "fail", "unsup", "error", "n/c");
   for (const auto& [k, t] : groups)
     fmt::print(fmt::runtime(row), to_string(static_cast<Op>(k.first)), to_string(static_cast<Pass>(k.second)),
-               t.total(), t.pass, t.warn, t.fail, t.unsupported, t.error, t.not_certifiable);
+               t.total(), t.pass, t.warn, t.weak, t.fail, t.unsupported, t.error, t.not_certifiable);
   const Tally t = tally(cases);
-  fmt::print(fmt::runtime(row), "total", "", t.total(), t.pass, t.warn, t.fail, t.unsupported, t.error,
+  fmt::print(fmt::runtime(row), "total", "", t.total(), t.pass, t.warn, t.weak, t.fail, t.unsupported, t.error,
              t.not_certifiable);
 }
 
@@ -168,10 +168,16 @@ int finish_run(const RunReport& report, const std::string& json_path, const std:
                  c.descriptor, report.expect_file, c.known_failure);
   const int unknown = t.fail + t.error - t.known;
   const bool ok = unknown == 0;
-  const bool verified = t.pass > 0;  // every case unsupported or not certifiable is not green (exit 5)
-  fmt::print("\n{}: {} of {} cases passed{}, {} failed, {} errors, {} unsupported{}{} ({:.2f} s){}\n",
+  // Every case unsupported or not certifiable verified nothing: not green (exit 5). A weak check
+  // verified its sharp parts (saved statistics, y against them) and is not "nothing".
+  const bool verified = t.pass > 0 || t.weak > 0;
+  fmt::print("\n{}: {} of {} cases passed{}{}, {} failed, {} errors, {} unsupported{}{} ({:.2f} s){}\n",
              !ok ? "FAIL" : verified ? "PASS" : "NOTHING VERIFIED", t.pass, t.total(),
-             t.warn ? fmt::format(" ({} with WARN)", t.warn) : "", t.fail,
+             t.warn ? fmt::format(" ({} with WARN)", t.warn) : "",
+             t.weak ? fmt::format(", {} weak check{} (not passed: the budget cannot tell right from wrong there)",
+                                  t.weak, t.weak > 1 ? "s" : "")
+                    : "",
+             t.fail,
              t.error, t.unsupported, t.not_certifiable ? fmt::format(", {} not certifiable", t.not_certifiable) : "",
              t.known ? fmt::format(", {} of the failures known (--expect)", t.known) : "", report.wall_seconds,
              report.complete ? "" : " — INTERRUPTED, report incomplete");

@@ -87,7 +87,11 @@ class Kernel {
   }
   int64_t affine_index(int64_t i) const { return part_.affine_of(i) / channels_per_group_; }
   T gamma(int64_t i) const { return a_.gamma.present() ? T(View<ST>(a_.gamma)[affine_index(i)]) : T(1); }
-  T beta(int64_t i) const { return a_.beta.present() ? T(View<ST>(a_.beta)[affine_index(i)]) : T(0); }
+  T beta(int64_t i) const {
+    if (!a_.beta.present()) return T(0);
+    const int64_t j = flaws_.beta_by_set ? part_.set_of(i) % part_.num_affine : affine_index(i);
+    return T(View<ST>(a_.beta)[j]);
+  }
 
   /// Σ term(k) for k in [0, m), in the variant's order. The storage-accumulation flaw rounds a
   /// recursive accumulator to the data dtype after every addition.
@@ -95,6 +99,12 @@ class Kernel {
   T reduce(int64_t m, const F& term) const {
     switch (variant_.summation) {
       case Summation::pairwise: return pairwise(0, m, term);
+      case Summation::blocked: {  // P recursive partial sums of contiguous blocks, then a tree
+        const int64_t p = std::max<int64_t>(1, std::min(variant_.block, m)), len = (m + p - 1) / p;
+        std::vector<T> partial(static_cast<size_t>(p), T(0));
+        for (int64_t k = 0; k < m; ++k) partial[static_cast<size_t>(k / len)] += term(k);
+        return pairwise(0, p, [&](int64_t q) { return partial[static_cast<size_t>(q)]; });
+      }
       case Summation::compensated: {  // Neumaier's variant of Kahan summation (Higham 2002 §4.3)
         T sum = 0, c = 0;
         for (int64_t k = 0; k < m; ++k) {
@@ -125,6 +135,12 @@ class Kernel {
   T inv_std_of(T var, T eps, int64_t m) const {
     if (flaws_.unbiased_normalization && m > 1) var = var * T(m) / T(m - 1);
     if (flaws_.eps_outside_sqrt) return T(1) / (std::sqrt(var) + eps);
+    if (variant_.rsqrt_newton) {  // a 12-bit estimate (relative error 2^-12), then Newton steps
+      const T a = var + eps;
+      T r = T(static_cast<float>(1 / std::sqrt(static_cast<double>(a))) * (1 + 0x1p-12f));
+      for (int step = 0; step < (std::is_same_v<T, double> ? 3 : 1); ++step) r = r * (T(1.5) - T(0.5) * a * r * r);
+      return r;
+    }
     return T(1) / std::sqrt(var + eps);
   }
 
@@ -149,7 +165,8 @@ class Kernel {
       return {mean, m2 / T(m)};
     }
     const T mean = reduce(m, xv) / T(m);
-    return {mean, reduce(m, [&](int64_t k) { const T d = xv(k) - mean; return d * d; }) / T(m)};
+    const T ss = reduce(m, [&](int64_t k) { const T d = xv(k) - mean; return d * d; });
+    return {mean, ss / T(flaws_.variance_m_plus_1 ? m + 1 : m)};
   }
 
   uint32_t forward(bool inference) {
@@ -188,9 +205,17 @@ class Kernel {
           produced |= kOutRunningMean | kOutRunningVar;
         }
       }
+      const T shift_mean = flaws_.mean_subtracted_twice ? 2 * mean : mean;
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx(k);
-        y[i] = to_storage<S>(gamma(i) * ((T(x[i]) - mean) * r) + beta(i));
+        const T xhat = (T(x[i]) - shift_mean) * r;
+        T v = gamma(i) * xhat + beta(i);
+        if (variant_.folded_affine) {
+          const T scale = gamma(i) * r;
+          v = T(x[i]) * scale + (beta(i) - mean * scale);
+        }
+        if (flaws_.gamma_after_beta) v = gamma(i) * (xhat + beta(i));
+        y[i] = to_storage<S>(v);
       }
     }
     return produced;
@@ -235,7 +260,7 @@ class Kernel {
     std::vector<T> out(static_cast<size_t>(m));
     for (int64_t s = 0; s < part_.num_sets; ++s) {
       const auto idx = [&](int64_t k) { return part_.member(s, k); };
-      const T r = r_s[s];
+      const T r = flaws_.dx_r_squared ? r_s[s] * r_s[s] : r_s[s];
       auto g = [&](int64_t i) { return T(dy[i]) * gamma(i); };
       const T a = part_.subtract_mean ? reduce(m, [&](int64_t k) { return g(idx(k)); }) / T(m) : T(0);
       const T b = reduce(m, [&](int64_t k) { return g(idx(k)) * xh(idx(k)); }) / T(m);
@@ -281,6 +306,8 @@ class NaiveBackend final : public Backend {
                    "",
                    {}};
     c.precision.summation = variant_.summation;
+    c.precision.block = variant_.block;
+    if (variant_.rsqrt_newton) c.precision.rsqrt_error = 6;
     return c;
   }
   RunResult run(const RunArgs& a) override {

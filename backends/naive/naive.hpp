@@ -33,6 +33,12 @@ struct NaiveFlaws {
   bool ignore_strides = false;          ///< reads and writes x, y, dy, dx as dense NCHW whatever
                                         ///< their strides (an NHWC channel-stride bug)
   bool gn_affine_per_group = false;     ///< group_norm: gamma/beta indexed by group, not channel
+  // Bugs without a signature in core/diagnosis.cpp (their FAILs must read "unexplained"):
+  bool gamma_after_beta = false;        ///< y = gamma·(x̂ + beta) instead of gamma·x̂ + beta
+  bool mean_subtracted_twice = false;   ///< y from (x − 2·mean)·r
+  bool dx_r_squared = false;            ///< dx scaled by r² instead of r
+  bool variance_m_plus_1 = false;       ///< variance = Σ(x − mean)²/(m + 1)
+  bool beta_by_set = false;             ///< beta indexed by the reduction set, not the affine entry
 };
 
 /// Correct algorithms other than the default, for the test build's correct variants.
@@ -41,6 +47,11 @@ struct NaiveVariant {
   bool welford = false;     ///< one-pass Welford mean/M2 updates instead of two passes
   bool compute_f64 = false; ///< arithmetic in double whatever the data dtype (statistics stored in
                             ///< the statistics dtype)
+  int64_t block = 0;        ///< summation blocked: P partial accumulators, then a pairwise tree
+  /// r from a 12-bit estimate of 1/sqrt plus Newton steps r·(1.5 − 0.5·a·r²) (one in f32, three in
+  /// f64), as GPU kernels do with rsqrt; declares rsqrt_error = 6.
+  bool rsqrt_newton = false;
+  bool folded_affine = false;  ///< y = x·scale + shift with scale = gamma·r, shift = beta − mean·scale
 };
 
 std::unique_ptr<Backend> make_naive_backend(NaiveFlaws flaws = {}, std::string name = "naive",

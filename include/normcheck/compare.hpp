@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,9 @@ struct TensorComparison {
   int64_t over_tolerance = 0;     ///< finite elements with |err| > tol
   int64_t nonfinite_mismatch = 0; ///< non-finite got vs finite ref, or non-finite class differs
   int64_t undefined = 0;          ///< skipped: reference undefined
+  /// finite elements with |err| > kProbabilisticFailFactor × the probabilistic budget: a FAIL
+  /// even within the worst-case budget (docs/comparison.md "Verdicts")
+  int64_t over_probabilistic = 0;
   double max_abs_err = 0;
   double max_rel_err = 0;         ///< |err| / |ref| over elements with ref ≠ 0
   double max_ulp = 0;             ///< distance in ULPs of dtype between got and ref rounded to dtype
@@ -68,6 +72,14 @@ struct TensorComparison {
   bool warn = false;              ///< pass && worst_ratio_prob > 1
 };
 
+/// An error more than this many times its probabilistic budget FAILs, even within the worst case.
+/// The probabilistic budget uses λ = sqrt(2·ln(2·h·N/p_fail)), so under Higham & Mary's model
+/// (2019, Thm. 2.4: independent mean-zero roundings) it is exceeded with probability at most
+/// 2hN·exp(−λ²/2) = p_fail. F times it, to first order the bound at F·λ, is exceeded with
+/// probability at most 2hN·exp(−F²λ²/2) ≤ p_fail^(F²) = 10⁻⁴⁸ for F = 4; the factor leaves room
+/// for correlated rounding of correct kernels on structured data (docs/comparison.md).
+inline constexpr double kProbabilisticFailFactor = 4;
+
 /// The budgets of one tensor: the worst-case tolerance per element (the verdict), the
 /// probabilistic one (the WARN tier), and the dominant term (per element, or one for all).
 struct TensorBudget {
@@ -75,6 +87,9 @@ struct TensorBudget {
   const std::vector<double>* probabilistic = nullptr;  ///< nullptr: no WARN tier
   const std::vector<BudgetTerm>* terms = nullptr;      ///< nullptr: `term` for every element
   BudgetTerm term = BudgetTerm::reduction;
+  /// The exact value is undefined where the reference is non-finite although every input is finite
+  /// (0/0, or 1/0 for eps = 0 on a zero-variance set): such elements are skipped and counted.
+  bool nonfinite_reference_undefined = false;
 };
 
 /// Compares got against ref element by element (all logical order, same length).
@@ -108,6 +123,22 @@ struct Tolerances {
 };
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                            const ReferenceResult& ref, const BudgetModel& model = {});
+
+/// The backend's saved statistics, logical order (empty: not reported).
+struct SavedStatistics {
+  std::vector<double> mean, variance, inv_std;
+};
+
+/// y against gamma·(x − μ̃)·r̃ + beta with the backend's own saved μ̃ and r̃ (r̃ = 1/sqrt(ṽ + eps)
+/// when only the variance was saved), reported as tensor "y_vs_saved_stats". Its budget has the
+/// element-wise roundings only, s·[2u·|gamma|·r̃·(|x| + |μ̃|) + (ρ + 4)·u·|gamma·x̂| + 2u·|beta|] plus
+/// half an ulp of y, with neither the depth h nor the mean-shift term in it: the check stays sharp
+/// on weak data (docs/comparison.md "Weak checks"). std::nullopt when the statistics y needs were
+/// not saved (or the pass is not forward_training).
+std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, const Partition& part,
+                                                              const ReferenceInputs& in, const std::vector<double>& y,
+                                                              const SavedStatistics& saved,
+                                                              const PrecisionProfile& profile);
 
 /// Distance between a and b in units in the last place of dtype t (both rounded to t first);
 /// ∞ if either is non-finite and they differ.

@@ -11,6 +11,11 @@ namespace normcheck {
 
 /// A framework's normalization conventions (conventions/conventions.json; sourced in
 /// shared/research/conventions.md §1–2; docs/conventions.md).
+/// What a running_var update does with one value per channel (m = 1), where the unbiased
+/// variance is 0/0 (conventions.json `single_value_running_var`).
+enum class SingleValueRunningVar { nan, error, skip, biased, unknown };
+std::string_view to_string(SingleValueRunningVar);
+
 struct Convention {
   std::string name;
   std::string library;            ///< the library API the row describes
@@ -25,6 +30,9 @@ struct Convention {
   std::string eps_placement;
   std::string layer_norm_eps, group_norm_eps, rms_norm_eps;  ///< defaults as written ("" when none)
   std::string single_value_per_channel;  ///< behaviour with m = 1 in training
+  /// m = 1 running_var, declared: NaN, the call refused, the update skipped, or a guarded Bessel
+  /// factor (the biased variance 0); the runner's note shows it next to the backend's value.
+  SingleValueRunningVar single_value_running_var = SingleValueRunningVar::unknown;
   std::string affine;             ///< gamma/beta shapes per op
   std::string variance_algorithm;
   std::string source;             ///< library function or doc page the convention is taken from

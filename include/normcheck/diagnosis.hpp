@@ -37,6 +37,7 @@ struct CaseEvidence {
   const std::vector<TensorComparison>& tensors;
   double u = 0;                                      ///< unit roundoff of the budget's arithmetic
   double depth = 0;                                  ///< h of one reduction set under the profile
+  const Tolerances* tol_prob = nullptr;              ///< probabilistic budgets (the factor rule), if known
 };
 
 /// One line naming the suspected cause of a failing case, with the evidence (fitted errors,

@@ -34,9 +34,11 @@ struct RunReport {
 /// `pass` includes WARN (a pass with a warning, also counted in `warn`); NOT_CERTIFIABLE cases
 /// are counted apart.
 struct Tally {
-  int pass = 0, fail = 0, unsupported = 0, error = 0, known = 0, warn = 0, not_certifiable = 0;
-  int total() const { return pass + fail + unsupported + error + not_certifiable; }
-  void add(Verdict v);
+  /// pass: sharp passes (WARN included); weak: PASS or WARN on a weak check (docs/comparison.md),
+  /// counted apart and never as passed; warn: every WARN, weak or not.
+  int pass = 0, fail = 0, unsupported = 0, error = 0, known = 0, warn = 0, not_certifiable = 0, weak = 0;
+  int total() const { return pass + weak + fail + unsupported + error + not_certifiable; }
+  void add(Verdict v, bool weak_check = false);
 };
 Tally tally(const std::vector<CaseResult>& cases);
 
