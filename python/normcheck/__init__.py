@@ -34,7 +34,7 @@ import io
 import os
 from dataclasses import dataclass, field
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -44,9 +44,6 @@ from ._normcheck import Error
 __all__ = ["Error", "Result", "TensorResult", "case", "check", "check_fn", "suite", "canonical",
            "__version__"]
 __version__ = _normcheck.__version__
-
-ArrayLike = Any
-_X_NAMES = ("x",)
 
 
 @dataclass
@@ -217,9 +214,9 @@ def check_fn(fn: Callable[[Dict[str, Any]], Any], descriptor: str, inputs: Optio
     Returns a :class:`Result`. Raises Error for a malformed descriptor or an output of the wrong
     name or shape; an exception raised by ``fn`` propagates unchanged.
     """
-    call = _torch_adapter(fn, device) if framework == "torch" else fn
     if framework not in ("numpy", "torch"):
         raise Error(f"framework={framework!r}: must be 'numpy' or 'torch'")
+    call = _torch_adapter(fn, device) if framework == "torch" else fn
     files = _files(inputs)
     desc, text, explanation = _normcheck.run(call, descriptor, files, summation, block, rsqrt_error, reference_bits)
     return _result(json.loads(text), explanation, desc, files)
