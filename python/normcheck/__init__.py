@@ -77,8 +77,9 @@ class Result:
 
     ``verdict`` is one of PASS, FAIL, WARN, NOT_CERTIFIABLE, UNSUPPORTED, ERROR; ``passed`` is true
     for PASS and WARN. ``reproducer`` is a line that reruns the case (a Python call naming the
-    descriptor, with input files when the case has them); ``cli_reproducer`` the CLI form the JSON
-    report carries. ``explanation`` is the CLI's per-tensor text for failing tensors.
+    descriptor, with input files when the case has them); ``cli_reproducer`` the field of the JSON
+    case record (its backend "python" is this package's callback, not a CLI backend: rerun the
+    descriptor from Python, or with the CLI on a backend of your own). ``explanation`` is the CLI's per-tensor text for failing tensors.
     """
     descriptor: str
     verdict: str
@@ -115,7 +116,6 @@ class Result:
         if self.suspected_cause:
             lines.append(f"  suspected cause: {self.suspected_cause}")
         lines.append(f"  reproduce: {self.reproducer}")
-        lines.append(f"  (CLI form: {self.cli_reproducer})")
         return "\n".join(lines)
 
 
