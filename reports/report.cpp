@@ -259,6 +259,9 @@ RunReport read_json(const std::string& path) {
       c.condition_number = read_num(jc.at("condition_number"));
       c.weak_check = jc.at("weak_check");
       c.suspected_cause = jc.value("suspected_cause", "");
+      if (const std::string rep = jc.value("reproducer", ""), base = reproducer(r.backend, c.descriptor);
+          rep.size() > base.size() && rep.compare(0, base.size(), base) == 0)
+        c.input_options = rep.substr(base.size());  // --input files (file_inputs.hpp) survive a merge
       c.seconds = jc.at("seconds");
       for (const auto& jt : jc.at("tensors")) {
         TensorComparison t;

@@ -325,6 +325,12 @@ TEST(FileInputs, CliRunsReproducesAndRefusesAnotherFile) {
   const std::string json((std::istreambuf_iterator<char>(jf)), std::istreambuf_iterator<char>());
   EXPECT_NE(json.find("shape=1x4,data=file:" + h), std::string::npos) << json;
   EXPECT_NE(json.find("data=file:" + h + " --input x=" + x), std::string::npos) << json;  // the reproducer
+  // A merged report keeps the reproducer's --input.
+  const auto merged = sh(bin + " merge " + (dir / "r.json").string() + " -o " + (dir / "m.json").string());
+  EXPECT_EQ(merged.exit_code, 0) << merged.output;
+  std::ifstream mf(dir / "m.json");
+  const std::string mjson((std::istreambuf_iterator<char>(mf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(mjson.find("data=file:" + h + " --input x=" + x), std::string::npos) << mjson;
   const std::string named = "layer_norm,pass=forward_training,dtype=f32,shape=1x4,data=file:" + h;
   EXPECT_EQ(sh(bin + " --backend naive --case " + named + " --input x=" + x).exit_code, 0);
   const auto other = sh(bin + " --backend naive --case " + named + " --input x=" + y);
