@@ -2,6 +2,7 @@
 #include "normcheck/problem.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <charconv>
 #include <cmath>
@@ -120,6 +121,23 @@ Special parse_special(std::string_view s) {
   throw Error(fmt::format("descriptor: special={} unknown; known: none, nan, inf, const_set, spikes, cancel", s));
 }
 
+/// FIELD=file:H[:H…]: SHA-256 digests of .npy files (the x field takes one per call).
+std::vector<std::string> parse_file_hashes(std::string_view key, std::string_view val, bool many) {
+  std::vector<std::string> out;
+  const auto parts = split(val.substr(5), ':');
+  if (!many && parts.size() != 1)
+    throw Error(fmt::format("{}=file:SHA256 takes one digest", key));
+  for (auto h : parts) {
+    if (h.size() != 64 || h.find_first_not_of("0123456789abcdef") != std::string_view::npos)
+      throw Error(fmt::format("{}=file:{}: a file is named by its SHA-256, 64 lower-case hex digits "
+                              "(sha256sum's output)", key, h));
+    out.emplace_back(h);
+  }
+  return out;
+}
+
+bool is_file_field(std::string_view val) { return val.rfind("file:", 0) == 0; }
+
 int default_steps(Pass pass) { return pass == Pass::forward_training ? 1 : 0; }
 
 bool is_per_row(Op op) { return op == Op::layer_norm || op == Op::rms_norm; }
@@ -202,16 +220,25 @@ Problem parse_descriptor(std::string_view text) {
         only_for(p.op == Op::batch_norm, "batch_norm");
         p.steps = static_cast<int>(parse_int(key, val));
         have_steps = true;
-      } else if (key == "data") p.data = parse_distribution(val);
+      } else if (key == "data" && is_file_field(val)) p.files.x = parse_file_hashes(key, val, true);
+      else if (key == "data") p.data = parse_distribution(val);
       else if (key == "special") p.special = parse_special(val);
+      else if (key == "dy" && is_file_field(val)) p.files.dy = parse_file_hashes(key, val, false)[0];
       else if (key == "dy") p.dy = parse_gradient(val);
+      else if (key == "gamma" || key == "beta" || key == "running_mean" || key == "running_var") {
+        if (!is_file_field(val)) throw Error(fmt::format("{}={} must be file:SHA256 (--input {}=FILE.npy)", key, val, key));
+        const std::string h = parse_file_hashes(key, val, false)[0];
+        (key == "gamma" ? p.files.gamma : key == "beta" ? p.files.beta
+         : key == "running_mean" ? p.files.running_mean : p.files.running_var) = h;
+      }
       else if (key == "seed") {
         int64_t s = parse_int(key, val);
         if (s < 0) throw Error("seed must be ≥ 0");
         p.seed = static_cast<uint64_t>(s);
       } else {
         throw Error(fmt::format("unknown key '{}'; known: pass, dtype, layout, shape, norm_dims, "
-                                "groups, eps, affine, inplace, convention, momentum, steps, data, special, dy, seed",
+                                "groups, eps, affine, inplace, convention, momentum, steps, data, special, dy, gamma, beta, "
+                                "running_mean, running_var, seed",
                                 key));
       }
     }
@@ -226,6 +253,30 @@ Problem parse_descriptor(std::string_view text) {
   }
   return p;
 }
+
+namespace {
+
+/// Which tensors may come from files, and how many x files a problem takes.
+void validate_file_inputs(const Problem& p) {
+  const FileInputs& f = p.files;
+  if (!f.x.empty()) {
+    const int calls = p.pass == Pass::forward_inference                        ? p.steps + 1
+                      : p.pass == Pass::forward_training && p.op == Op::batch_norm ? p.steps
+                                                                               : 1;
+    if (static_cast<int>(f.x.size()) != calls)
+      throw Error(fmt::format("data=file: names {} x file(s), the problem makes {} call(s) (one x per "
+                              "call: x0, x1, …)", f.x.size(), calls));
+    if (p.special != Special::none) throw Error("special applies to generated data, not data=file");
+  }
+  if (!f.dy.empty() && !is_backward(p.pass)) throw Error("dy=file applies to backward passes only");
+  if ((!f.gamma.empty() || !f.beta.empty()) && !p.affine) throw Error("gamma/beta=file need affine=1");
+  if (!f.beta.empty() && p.op == Op::rms_norm) throw Error("rms_norm has no beta");
+  if ((!f.running_mean.empty() || !f.running_var.empty()) &&
+      (p.op != Op::batch_norm || p.pass == Pass::backward_training))
+    throw Error("running_mean/running_var=file apply to batch_norm passes that read running statistics");
+}
+
+}  // namespace
 
 void validate(const Problem& p) {
   if (p.rank() < 2 || p.rank() > 5)
@@ -272,7 +323,23 @@ void validate(const Problem& p) {
     throw Error("data=uniform:LOW:HIGH needs LOW ≤ HIGH");
   if (!std::isfinite(p.data.a) || !std::isfinite(p.data.b))
     throw Error("data parameters must be finite (use special=nan or special=inf to plant them)");
+  validate_file_inputs(p);
 }
+
+namespace {
+
+/// The file fields in canonical order: data (after special), dy, gamma, beta, running_mean,
+/// running_var. data=file is printed here, after data= and special=, which it excludes.
+void append_file_fields(const FileInputs& f, std::string& s) {
+  if (!f.x.empty()) s += ",data=file:" + fmt::format("{}", fmt::join(f.x, ":"));
+  if (!f.dy.empty()) s += ",dy=file:" + f.dy;
+  if (!f.gamma.empty()) s += ",gamma=file:" + f.gamma;
+  if (!f.beta.empty()) s += ",beta=file:" + f.beta;
+  if (!f.running_mean.empty()) s += ",running_mean=file:" + f.running_mean;
+  if (!f.running_var.empty()) s += ",running_var=file:" + f.running_var;
+}
+
+}  // namespace
 
 std::string to_descriptor(const Problem& p) {
   std::string s = fmt::format("{},pass={},dtype={},shape=", to_string(p.op), to_string(p.pass),
@@ -296,6 +363,7 @@ std::string to_descriptor(const Problem& p) {
   if (p.special != Special::none) s += fmt::format(",special={}", to_string(p.special));
   if (p.dy.kind == GradientSpec::Kind::common)
     s += ",dy=common:" + format_number(p.dy.a) + ":" + format_number(p.dy.b);
+  append_file_fields(p.files, s);
   if (p.seed != 1) s += fmt::format(",seed={}", p.seed);
   return s;
 }

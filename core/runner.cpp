@@ -11,6 +11,7 @@
 
 #include "normcheck/data.hpp"
 #include "normcheck/diagnosis.hpp"
+#include "normcheck/file_inputs.hpp"
 #include "normcheck/generate.hpp"
 #include "normcheck/npy.hpp"
 #include "normcheck/reference.hpp"
@@ -161,6 +162,8 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   if (auto why = backend.unsupported_reason(args, p.layout)) return finish(Verdict::unsupported, *why);
 
   GeneratedInputs in = generate_inputs(p, part);
+  apply_inputs(p, opt.inputs, in);  // tensors from .npy files, where the descriptor names them
+  res.input_options = input_options(p, opt.inputs);
   if (opt.transform_inputs) opt.transform_inputs(in);
 
   // The reference sees exactly what the backend sees.

@@ -172,7 +172,7 @@ std::string to_json_text(const RunReport& r) {
     jc["note"] = c.note;
     jc["verdict"] = to_string(c.verdict);
     jc["reason"] = c.reason;
-    jc["reproducer"] = reproducer(r.backend, c.descriptor);
+    jc["reproducer"] = reproducer(r.backend, c.descriptor) + c.input_options;
     jc["condition_number"] = num(c.condition_number);
     jc["weak_check"] = c.weak_check;
     jc["suspected_cause"] = c.suspected_cause;
@@ -265,6 +265,9 @@ RunReport read_json(const std::string& path) {
       c.condition_number = read_num(jc.at("condition_number"));
       c.weak_check = jc.at("weak_check");
       c.suspected_cause = jc.value("suspected_cause", "");
+      if (const std::string rep = jc.value("reproducer", ""), base = reproducer(r.backend, c.descriptor);
+          rep.size() > base.size() && rep.compare(0, base.size(), base) == 0)
+        c.input_options = rep.substr(base.size());  // --input files (file_inputs.hpp) survive a merge
       c.seconds = jc.at("seconds");
       for (const auto& jt : jc.at("tensors")) {
         TensorComparison t;
@@ -329,7 +332,7 @@ void write_junit(const RunReport& r, const std::string& path) {
                      xml_escape(fmt::format("normcheck.{}.{}.{}", r.backend_name, to_string(c.problem.op),
                                             to_string(c.problem.pass))),
                      xml_escape(c.descriptor), c.seconds);
-    const std::string body = explain(c) + "reproduce: " + reproducer(r.backend, c.descriptor);
+    const std::string body = explain(c) + "reproduce: " + reproducer(r.backend, c.descriptor) + c.input_options;
     if (!c.known_failure.empty() && is_failure(c.verdict)) {  // expected by --expect: not a CI failure
       x += fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
                        xml_escape(fmt::format("known failure ({}): {}; {}", to_string(c.verdict), c.known_failure, c.reason)));
@@ -411,7 +414,7 @@ std::string to_markdown(const RunReport& r) {
     if (!c.suspected_cause.empty()) md += fmt::format("Suspected cause: {}\n\n", c.suspected_cause);
     const std::string e = explain(c);
     if (!e.empty()) md += "```\n" + e + "```\n\n";
-    md += fmt::format("Reproduce: `{}`\n", reproducer(r.backend, c.descriptor));
+    md += fmt::format("Reproduce: `{}`\n", reproducer(r.backend, c.descriptor) + c.input_options);
   }
   md += "\n## All cases\n\n| verdict | descriptor | worst tensor | ratio | κ1 | note |\n"
         "|---|---|---|---:|---:|---|\n";

@@ -23,6 +23,7 @@
 
 #include "normcheck/bench.hpp"
 #include "normcheck/data.hpp"
+#include "normcheck/file_inputs.hpp"
 #include "normcheck/interrupt.hpp"
 #include "normcheck/metamorphic.hpp"
 #include "normcheck/probes.hpp"
@@ -116,7 +117,7 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
       fmt::print("      {}\n", c.reason);
       fmt::print("{}", explain(c));
       if (!c.suspected_cause.empty()) fmt::print("      suspected cause: {}\n", c.suspected_cause);
-      fmt::print("      reproduce: {}\n", reproducer(backend, c.descriptor));
+      fmt::print("      reproduce: {}\n", reproducer(backend, c.descriptor) + c.input_options);
       return;
   }
 }
@@ -458,6 +459,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);
   std::string backend_name = "naive";
   std::vector<std::string> suites, cases;
+  std::vector<std::string> input_specs;  // --input NAME=FILE.npy
   std::string dtype_override, json_path, junit_path, md_path, dump_dir, expect_path, shard_spec;
   int reference_bits = 128;
   int threads = 0;
@@ -484,6 +486,9 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   app.add_option("--json", json_path, "write the JSON report here");
   app.add_option("--junit", junit_path, "write JUnit XML here");
   app.add_option("--report", md_path, "write the Markdown summary here");
+  app.add_option("--input", input_specs,
+                 "NAME=FILE.npy: your own tensor instead of a generated one (x, x0, x1, …, dy, gamma, beta, "
+                 "running_mean, running_var; repeatable; docs/descriptor.md)");
   app.add_option("--dump", dump_dir, "write each case's inputs and outputs as .npy under DIR");
   app.add_option("--reference", reference_kind,
                  "fast: exact sums and correctly rounded outputs (docs/reference.md); slow: the independent "
@@ -559,6 +564,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   }
 
   try {
+    if (!input_specs.empty() && !(app.get_subcommands().empty()))
+      throw Error("--input applies to correctness runs (no subcommand), not to a subcommand");
     if (list->parsed()) return cmd_list(registry);
     if (merge->parsed()) {
       check_writable(merge_json);
@@ -600,6 +607,9 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       throw Error("--reference-bits must be 128 or 256");
     std::string suite_label;
     std::vector<Planned> plan = plan_cases(suites, cases, dtype_override, suite_label);
+    SuppliedInputs supplied;  // --input: read, hashed and checked against every case before running
+    for (const auto& spec : input_specs) add_input(supplied, spec);
+    for (auto& pl : plan) bind_inputs(pl.problem, supplied);
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
     std::unique_ptr<Backend> backend = open_backend(registry, backend_name, timeout, !in_process);
     apply_convention(plan, convention_override, *backend);
@@ -661,6 +671,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     opt.reference = reference_kind == "slow" ? ReferenceKind::slow : ReferenceKind::fast;
     opt.threads = threads;
     opt.dump_dir = dump_dir;
+    opt.inputs = &supplied;
     for (size_t i = 0; i < plan.size(); ++i) {
       if (interrupted()) {
         report.complete = false;

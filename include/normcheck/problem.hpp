@@ -52,6 +52,18 @@ struct GradientSpec {
   double a = 0, b = 0;
 };
 
+/// Tensors supplied from .npy files instead of generated (`--input NAME=FILE.npy`,
+/// docs/descriptor.md "Your own tensors"): the SHA-256 of each whole file, as 64 lower-case hex
+/// digits (what `sha256sum FILE` prints). An empty string (empty x) means generated.
+struct FileInputs {
+  std::vector<std::string> x;  ///< one per backend call (num_calls), in call order
+  std::string dy, gamma, beta, running_mean, running_var;
+  bool any() const {
+    return !x.empty() || !dy.empty() || !gamma.empty() || !beta.empty() || !running_mean.empty() ||
+           !running_var.empty();
+  }
+};
+
 struct Problem {
   Op op = Op::batch_norm;
   Pass pass = Pass::forward_training;
@@ -88,6 +100,8 @@ struct Problem {
   /// Run in place: y is written over x (forward), dx over dy (backward).
   bool inplace = false;
   uint64_t seed = 1;
+  /// Tensors from files (descriptor fields data=file:…, dy=file:…, gamma=file:…, …).
+  FileInputs files;
 
   int rank() const { return static_cast<int>(dims.size()); }
   int64_t numel() const;

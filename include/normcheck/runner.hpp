@@ -14,6 +14,8 @@
 
 namespace normcheck {
 
+struct SuppliedInputs;  // file_inputs.hpp
+
 /// pass/fail: compared against the worst-case budget. warn: passed, but some tensor is above the
 /// probabilistic budget (larger errors than random rounding explains). not_certifiable: the
 /// declared precision profile has no first-order error bound at this reduction size
@@ -43,6 +45,8 @@ struct CaseResult {
   std::string suspected_cause;
   /// With --expect: the reason this case is a known failure ("" when it is not listed).
   std::string known_failure;
+  /// Cases on supplied files (--input): " --input x=PATH …" for the reproducer; "" otherwise.
+  std::string input_options;
 };
 
 /// The raw material of one compared case, for probes (`normcheck diagnose`).
@@ -66,6 +70,9 @@ struct RunOptions {
   /// When set, applied to the generated inputs before the reference and the backend see them
   /// (metamorphic relations: permuted or shifted inputs).
   std::function<void(GeneratedInputs&)> transform_inputs;
+  /// Tensors from .npy files (--input; file_inputs.hpp), used where the problem names them by
+  /// digest (data=file:…, dy=file:…). run_case throws Error when they are missing or differ.
+  const SuppliedInputs* inputs = nullptr;
 };
 
 /// The scalar part of a backend call for problem p: op, pass, shape, eps and momentum rounded to
