@@ -423,10 +423,12 @@ RunReport read_json(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot read " + path);
   constexpr size_t kMaxBytes = size_t{1} << 30;  // /dev/zero or a wrong path: an error, not bad_alloc
-  std::string text(kMaxBytes + 1, '\0');
-  f.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(f.gcount()));
-  if (text.size() > kMaxBytes) throw Error(fmt::format("{}: larger than 1 GiB, not a normcheck JSON report", path));
+  std::string text;
+  std::vector<char> chunk(size_t{1} << 20);
+  while (f.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || f.gcount() > 0) {
+    text.append(chunk.data(), static_cast<size_t>(f.gcount()));
+    if (text.size() > kMaxBytes) throw Error(fmt::format("{}: larger than 1 GiB, not a normcheck JSON report", path));
+  }
   return parse_json_report(text, path);
 }
 

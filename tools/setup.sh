@@ -16,6 +16,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev opencl-headers xz-utils
   python3 python3-matplotlib python3-numpy python3-jsonschema
   chromium
+  clang-16 libclang-rt-16-dev
 )
 
 if [ "$(id -u)" -eq 0 ]; then
