@@ -144,7 +144,9 @@ void check_text(const std::string& name, std::string_view text) {
     if (c == '\n') ++line;
     if ((c < 0x20 && c != '\n' && c != '\t' && !cr_lf) || c == 0x7f)
       throw Error(fmt::format("suite {} line {}: control byte 0x{:02x} ({}); a suite is a text file of descriptors",
-                              name, line, c, c == 0 ? "NUL: a binary file?" : c == '\r' ? "CR inside a line" : "not text"));
+                              name, line, c, c == 0 ? "NUL: a binary file?"
+                              : c == '\r' ? "CR inside a line; descriptors have no white space"
+                                           : "not text"));
     const size_t n = utf8_length(text, i);
     if (n == 0)
       throw Error(fmt::format("suite {} line {}: byte 0x{:02x} is not UTF-8 text; a suite is a text file of descriptors",

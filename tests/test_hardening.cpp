@@ -130,8 +130,9 @@ TEST(HardenedDescriptor, TheCliExitsTwoWithOneLineNamingTheField) {
 // ---- suite files ------------------------------------------------------------------------------
 
 TEST(HardenedSuite, CrInsideALineBomNulAndBinaryAreOneLineErrors) {
-  EXPECT_NE(error_of([] { parse_suite("mine", "batch_norm,shape=2x3,eps=1\r5e-3\n"); }).find("line 1"),
-            std::string::npos);
+  const std::string cr = error_of([] { parse_suite("mine", "batch_norm,shape=2x3,eps=1\r5e-3\n"); });
+  EXPECT_NE(cr.find("suite mine line 1"), std::string::npos) << cr;
+  EXPECT_NE(cr.find("no white space"), std::string::npos) << cr;
   EXPECT_NE(error_of([] { parse_suite("mine", "\xef\xbb\xbf" "batch_norm,shape=2x3\n"); }).find("byte-order mark"),
             std::string::npos);
   EXPECT_NE(error_of([] { parse_suite("mine", std::string("batch_norm,shape=2x3\n\0\n", 23)); }).find("line 2: control byte 0x00"),

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 #include <tuple>
 
 #include "normcheck/bench.hpp"
@@ -261,7 +262,9 @@ void prepare_outputs(const std::vector<std::pair<std::string, std::string>>& rep
     if (auto [it, fresh] = taken.emplace(key, flag); !fresh)
       throw Error(fmt::format("{} and {} name the same file {}: give each its own path", it->second, flag, path));
   };
-  for (const auto& in : inputs) claim(in, "input " + in);
+  std::set<std::string> seen_inputs;  // an input given twice is merge's "given twice", not this error
+  for (const auto& in : inputs)
+    if (seen_inputs.insert(in).second) claim(in, "input " + in);
   for (const auto& [flag, path] : reports)
     if (!path.empty()) claim(path, flag);
   if (!dump_dir.empty()) {
