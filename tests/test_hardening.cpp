@@ -246,22 +246,21 @@ TEST(HardenedReports, AStaleReportIsRemovedByARunThatDiesBeforeWritingOne) {
 
 TEST(HardenedReports, WriteErrorsAreErrorsAndEachReportIsCompleteOrAbsent) {
   const auto d = temp_dir("full");
-  for (const char* flag : {"--junit", "--report", "--json"}) {
-    const auto o = sh(kBin + " -q --case batch_norm,shape=2x3 " + flag + " /dev/full --junit " +
-                      (d / "other.xml").string());
-    if (std::string(flag) == "--junit") {
-      EXPECT_EQ(o.exit_code, 2) << o.output;  // --junit given twice: CLI11 takes the last
-      continue;
-    }
+  // Each report on /dev/full in turn, next to a JUnit (or JSON) file that must come out complete.
+  for (const auto& [flag, other] : std::vector<std::pair<std::string, std::string>>{
+           {"--junit", "--json"}, {"--report", "--junit"}, {"--json", "--junit"}}) {
+    const fs::path out = d / (other == "--json" ? "other.json" : "other.xml");
+    fs::remove(out);
+    const auto o = sh(kBin + " -q --case batch_norm,shape=2x3 " + flag + " /dev/full " + other + " " + out.string());
     EXPECT_EQ(o.exit_code, 2) << flag << ": " << o.output;
     EXPECT_NE(o.output.find("normcheck: error: error writing report /dev/full: No space left on device"),
               std::string::npos) << o.output;
-    const std::string xml = slurp(d / "other.xml");
-    EXPECT_NE(xml.find("</testsuites>"), std::string::npos) << "the other report is complete";
+    const std::string text = slurp(out);
+    if (other == "--json")
+      EXPECT_TRUE(nlohmann::json::parse(text)["complete"].get<bool>());
+    else
+      EXPECT_NE(text.find("</testsuites>"), std::string::npos) << flag << ": the other report is complete";
   }
-  const auto o = sh(kBin + " -q --case batch_norm,shape=2x3 --junit /dev/full");
-  EXPECT_EQ(o.exit_code, 2) << o.output;
-  EXPECT_NE(o.output.find("error writing report /dev/full"), std::string::npos) << o.output;
   fs::remove_all(d);
 }
 

@@ -638,10 +638,10 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       bench_opt.command = command_line(argc, argv);
       return cmd_bench(registry, backend_name, plan, bench_opt);
     }
-    if (reference_bits != 128 && reference_bits != 256)
-      throw Error("--reference-bits must be 128 or 256");
     // First, so that a run that stops anywhere below leaves no stale report of an earlier run.
     prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
+    if (reference_bits != 128 && reference_bits != 256)
+      throw Error("--reference-bits must be 128 or 256");
     std::string suite_label;
     std::vector<Planned> plan = plan_cases(suites, cases, dtype_override, suite_label);
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
