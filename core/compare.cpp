@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 
+#include "normcheck/interrupt.hpp"
 #include "normcheck/lowp.hpp"
 #include "normcheck/tensor.hpp"
 
@@ -162,6 +163,7 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
   const std::vector<double>& tol = *budget.worst_case;
   auto term_of = [&](int64_t i) { return budget.terms ? (*budget.terms)[i] : budget.term; };
   for (int64_t i = 0; i < c.numel; ++i) {
+    if ((i & 0xfffff) == 0) poll_interrupt();  // Ctrl-C honoured within ~1e6 elements
     const double r = ref[i], g = got[i];
     if (undefined_all || (budget.nonfinite_reference_undefined && !std::isfinite(r))) {
       ++c.undefined;
@@ -334,6 +336,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
     t.y.resize(n);
     t.y_terms.resize(n);
     for (int64_t i = 0; i < n; ++i) {
+      if ((i & 0xfffff) == 0) poll_interrupt();
       const int64_t s = part.set_of(i);
       double mu, r, e_mu, delta_r;
       if (running) {
@@ -385,6 +388,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   const double delta_r = (md.rho + 2.5) * u;
   std::vector<double> xhat(n), g(n);
   for (int64_t i = 0; i < n; ++i) {
+    if ((i & 0xfffff) == 0) poll_interrupt();
     xhat[i] = (x[i] - mu_s[part.set_of(i)]) * r_s[part.set_of(i)];
     g[i] = dy[i] * gamma_of(i);
   }

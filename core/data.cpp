@@ -133,7 +133,51 @@ std::vector<std::string> builtin_suite_names() {
   return names;
 }
 
+namespace {
+
+/// Length of the UTF-8 sequence starting at text[i], 0 when it is not valid UTF-8 (overlong
+/// forms and surrogates included).
+size_t utf8_length(std::string_view text, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+  if (n == 0 || c > 0xf4 || i + n > text.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((b(i + k) & 0xc0) != 0x80) return 0;
+  if ((c == 0xe0 && b(i + 1) < 0xa0) || (c == 0xed && b(i + 1) >= 0xa0) || (c == 0xf0 && b(i + 1) < 0x90) ||
+      (c == 0xf4 && b(i + 1) >= 0x90))
+    return 0;
+  return n;
+}
+
+/// Throws unless text is UTF-8 text: no byte-order mark, no NUL or other control bytes except
+/// tab, and CR only before LF.
+void check_text(const std::string& name, std::string_view text) {
+  if (text.substr(0, 3) == "\xef\xbb\xbf")
+    throw Error(fmt::format("suite {} starts with a UTF-8 byte-order mark; save it as plain UTF-8 without one", name));
+  int line = 1;
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const bool cr_lf = c == '\r' && (i + 1 == text.size() || text[i + 1] == '\n');
+    if (c == '\n') ++line;
+    if ((c < 0x20 && c != '\n' && c != '\t' && !cr_lf) || c == 0x7f)
+      throw Error(fmt::format("suite {} line {}: control byte 0x{:02x} ({}); a suite is a text file of descriptors",
+                              name, line, c, c == 0 ? "NUL: a binary file?"
+                              : c == '\r' ? "CR inside a line; descriptors have no white space"
+                                           : "not text"));
+    const size_t n = utf8_length(text, i);
+    if (n == 0)
+      throw Error(fmt::format("suite {} line {}: byte 0x{:02x} is not UTF-8 text; a suite is a text file of descriptors",
+                              name, line, c));
+    i += n;
+  }
+}
+
+}  // namespace
+
 Suite parse_suite(std::string name, std::string_view text) {
+  check_text(name, text);
   Suite s;
   s.name = std::move(name);
   std::istringstream in{std::string(text)};
@@ -172,14 +216,32 @@ Suite parse_suite(std::string name, std::string_view text) {
 Suite load_suite(std::string_view name_or_path) {
   const std::string embedded_path = "suites/" + std::string(name_or_path) + ".txt";
   if (const char* text = embedded_file(embedded_path)) return parse_suite(std::string(name_or_path), text);
-  std::ifstream f{std::string(name_or_path)};
+  std::ifstream f{std::string(name_or_path), std::ios::binary};
   if (!f) {
     throw Error(fmt::format("unknown suite '{}': neither a built-in suite ({}) nor a readable file",
                             name_or_path, fmt::join(builtin_suite_names(), ", ")));
   }
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_suite(std::string(name_or_path), ss.str());
+  // Bounded: /dev/zero or a mistaken multi-gigabyte path ends in a one-line error, not bad_alloc.
+  std::string text(kMaxSuiteBytes + 1, '\0');
+  f.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (f.bad()) throw Error(fmt::format("suite {}: read error", name_or_path));
+  text.resize(static_cast<size_t>(f.gcount()));
+  if (text.size() > kMaxSuiteBytes)
+    throw Error(fmt::format("suite {} is larger than {} MiB; a suite is a text file of descriptors", name_or_path,
+                            kMaxSuiteBytes >> 20));
+  return parse_suite(std::string(name_or_path), text);
+}
+
+std::map<std::string, std::string> known_failures(const Suite& s) {
+  std::map<std::string, std::string> known;
+  for (const auto& c : s.cases) {
+    if (c.note.empty())
+      throw Error(fmt::format("{} line {}: a known failure needs its reason after '#'", s.name, c.line));
+    const std::string d = to_descriptor(parse_descriptor(c.descriptor));
+    if (!known.emplace(d, c.note).second)
+      throw Error(fmt::format("{} line {}: {} is listed twice", s.name, c.line, d));
+  }
+  return known;
 }
 
 }  // namespace normcheck

@@ -7,9 +7,16 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <set>
 
+#include <unistd.h>
+
+#include <fstream>
+
 #include "normcheck/data.hpp"
+#include "normcheck/generate.hpp"
+#include "normcheck/partition.hpp"
 
 namespace normcheck {
 namespace {
@@ -26,20 +33,27 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   return out;
 }
 
+/// A decimal (or inf/nan) number, the whole text: no white space, no leading '+', no hex.
+/// std::from_chars, unlike strtod, skips no leading white space and reports out-of-range values.
 double parse_double(std::string_view key, std::string_view text) {
-  std::string s(text);
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size())
-    throw Error(fmt::format("descriptor: {}={} is not a number", key, text));
+  double v = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec == std::errc::invalid_argument || ptr != text.data() + text.size())
+    throw Error(fmt::format("{}={} is not a number", key, text));
+  if (ec == std::errc::result_out_of_range)
+    throw Error(fmt::format("{}={} is out of the range of a double", key, text));
   return v;
 }
 
-int64_t parse_int(std::string_view key, std::string_view text) {
+/// A decimal integer in [lo, hi], the whole text; anything outside is an error, never truncated.
+int64_t parse_int(std::string_view key, std::string_view text, int64_t lo = std::numeric_limits<int64_t>::min(),
+                  int64_t hi = std::numeric_limits<int64_t>::max()) {
   int64_t v = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size())
-    throw Error(fmt::format("descriptor: {}={} is not an integer", key, text));
+  if (text.empty() || ec == std::errc::invalid_argument || ptr != text.data() + text.size())
+    throw Error(fmt::format("{}={} is not an integer", key, text));
+  if (ec == std::errc::result_out_of_range || v < lo || v > hi)
+    throw Error(fmt::format("{}={} is out of range [{}, {}]", key, text, lo, hi));
   return v;
 }
 
@@ -54,7 +68,7 @@ Distribution parse_distribution(std::string_view text) {
   Distribution d;
   auto need = [&](size_t n) {
     if (parts.size() != n)
-      throw Error(fmt::format("descriptor: data={} must be normal:MEAN:STD, uniform:LOW:HIGH or "
+      throw Error(fmt::format("data={} must be normal:MEAN:STD, uniform:LOW:HIGH or "
                               "constant:VALUE", text));
   };
   if (parts[0] == "normal") {
@@ -108,7 +122,7 @@ GradientSpec parse_gradient(std::string_view text) {
   const std::string t(text);
   const auto c1 = t.find(':'), c2 = c1 == std::string::npos ? c1 : t.find(':', c1 + 1);
   if (t.rfind("common:", 0) != 0 || c2 == std::string::npos)
-    throw Error(fmt::format("descriptor: dy={} must be normal or common:A:B (dy = A + B·x̂ + 1e-3·N(0, 1))", text));
+    throw Error(fmt::format("dy={} must be normal or common:A:B (dy = A + B·x̂ + 1e-3·N(0, 1))", text));
   g.kind = GradientSpec::Kind::common;
   g.a = parse_double("dy", t.substr(c1 + 1, c2 - c1 - 1));
   g.b = parse_double("dy", t.substr(c2 + 1));
@@ -118,7 +132,7 @@ GradientSpec parse_gradient(std::string_view text) {
 Special parse_special(std::string_view s) {
   for (Special v : {Special::none, Special::nan, Special::inf, Special::const_set, Special::spikes, Special::cancel})
     if (to_string(v) == s) return v;
-  throw Error(fmt::format("descriptor: special={} unknown; known: none, nan, inf, const_set, spikes, cancel", s));
+  throw Error(fmt::format("special={} unknown; known: none, nan, inf, const_set, spikes, cancel", s));
 }
 
 /// FIELD=file:H[:H…]: SHA-256 digests of .npy files (the x field takes one per call).
@@ -142,13 +156,31 @@ int default_steps(Pass pass) { return pass == Pass::forward_training ? 1 : 0; }
 
 bool is_per_row(Op op) { return op == Op::layer_norm || op == Op::rms_norm; }
 
+/// The text with bytes outside printable ASCII written as \xHH, so an error message stays one
+/// printable line.
+std::string escape_bytes(std::string_view text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += ch;
+  }
+  return out;
+}
+
 }  // namespace
 
-int64_t Problem::numel() const {
+int64_t checked_numel(const std::vector<int64_t>& dims) {
   int64_t n = 1;
-  for (auto d : dims) n *= d;
+  for (auto d : dims) {
+    if (d < 0) throw Error("shape: every extent must be ≥ 1");
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error(fmt::format("shape={} has more than 2^63 elements", fmt::join(dims, "x")));
+  }
   return n;
 }
+
+int64_t Problem::numel() const { return checked_numel(dims); }
 
 std::string format_number(double v) {
   const std::string s = fmt::format("{}", v);  // shortest round-trip form
@@ -163,8 +195,16 @@ std::string format_number(double v) {
 
 Problem parse_descriptor(std::string_view text) {
   if (text.empty()) throw Error("descriptor: empty; expected e.g. batch_norm,shape=2x3x4x4");
-  if (text.find_first_of(" \t\n") != std::string_view::npos)
-    throw Error(fmt::format("descriptor '{}': contains white space", text));
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c == 0x7f)  // space, \t \n \v \f \r and the other control characters
+      throw Error(fmt::format("descriptor '{}': contains white space or a control character (byte 0x{:02x}); "
+                              "descriptors have no white space",
+                              escape_bytes(text), c));
+    if (c >= 0x80)
+      throw Error(fmt::format("descriptor '{}': contains a non-ASCII byte (0x{:02x}); descriptors are ASCII",
+                              escape_bytes(text), c));
+  }
   auto fields = split(text, ',');
   Problem p;
   try {
@@ -193,7 +233,7 @@ Problem parse_descriptor(std::string_view text) {
       else if (key == "shape") { p.dims = parse_shape(val); have_shape = true; }
       else if (key == "norm_dims") {
         only_for(is_per_row(p.op), "layer_norm and rms_norm");
-        p.norm_dims = static_cast<int>(parse_int(key, val));
+        p.norm_dims = static_cast<int>(parse_int(key, val, 0, std::numeric_limits<int>::max()));
       } else if (key == "groups") {
         only_for(p.op == Op::group_norm, "group_norm");
         p.groups = parse_int(key, val);
@@ -218,7 +258,7 @@ Problem parse_descriptor(std::string_view text) {
         }
       } else if (key == "steps") {
         only_for(p.op == Op::batch_norm, "batch_norm");
-        p.steps = static_cast<int>(parse_int(key, val));
+        p.steps = static_cast<int>(parse_int(key, val, 0, std::numeric_limits<int>::max()));
         have_steps = true;
       } else if (key == "data" && is_file_field(val)) p.files.x = parse_file_hashes(key, val, true);
       else if (key == "data") p.data = parse_distribution(val);
@@ -232,9 +272,7 @@ Problem parse_descriptor(std::string_view text) {
          : key == "running_mean" ? p.files.running_mean : p.files.running_var) = h;
       }
       else if (key == "seed") {
-        int64_t s = parse_int(key, val);
-        if (s < 0) throw Error("seed must be ≥ 0");
-        p.seed = static_cast<uint64_t>(s);
+        p.seed = static_cast<uint64_t>(parse_int(key, val, 0));
       } else {
         throw Error(fmt::format("unknown key '{}'; known: pass, dtype, layout, shape, norm_dims, "
                                 "groups, eps, affine, inplace, convention, momentum, steps, data, special, dy, gamma, beta, "
@@ -283,8 +321,9 @@ void validate(const Problem& p) {
     throw Error(fmt::format("shape must have 2 to 5 dims (N, C, up to 3 spatial), got {}", p.rank()));
   for (auto d : p.dims)
     if (d < 1) throw Error("every shape extent must be ≥ 1");
-  if (p.numel() > (int64_t(1) << 31))
-    throw Error("shape has more than 2^31 elements; this version handles up to 2^31");
+  if (checked_numel(p.dims) > kMaxElements)
+    throw Error(fmt::format("shape={} has {} elements, more than 2^31; this version handles up to 2^31",
+                            fmt::join(p.dims, "x"), checked_numel(p.dims)));
   if (is_per_row(p.op)) {
     if (p.norm_dims < 1 || p.norm_dims > p.rank() - 1)
       throw Error(fmt::format("norm_dims={} must be between 1 and rank-1 = {}", p.norm_dims, p.rank() - 1));
@@ -366,6 +405,42 @@ std::string to_descriptor(const Problem& p) {
   append_file_fields(p.files, s);
   if (p.seed != 1) s += fmt::format(",seed={}", p.seed);
   return s;
+}
+
+double memory_estimate_bytes(const Problem& p, int reference_bits) {
+  // The constants of the model in problem.hpp (measured; update them with the reference).
+  constexpr double kFixed = 16.0 * (1 << 20);
+  constexpr double kPerElement = 100, kPerElementBackward = 16, kPerElement256Bits = 16;
+  constexpr double kPerInputElementAsDouble = 8;  // ReferenceInputs keeps every call's x as double
+  constexpr double kPerSetPerCall = 224;
+  const double n = static_cast<double>(checked_numel(p.dims));
+  const double calls = num_calls(p);
+  const double sets = static_cast<double>(checked_numel(stats_shape(p)));  // not make_partition: O(numel)
+  double per_element = calls * (dtype_size(p.dtype) + kPerInputElementAsDouble) + kPerElement;
+  if (is_backward(p.pass)) per_element += kPerElementBackward;
+  if (reference_bits > 128) per_element += kPerElement256Bits;
+  return kFixed + n * per_element + sets * calls * kPerSetPerCall;
+}
+
+double available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  double kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
+}
+
+std::string memory_refusal(const Problem& p, int reference_bits, double available) {
+  if (available < 0) available = available_memory_bytes();
+  const double need = memory_estimate_bytes(p, reference_bits);
+  if (available <= 0 || need <= available) return "";
+  constexpr double GiB = 1024.0 * 1024 * 1024;
+  return fmt::format("not run: needs about {:.1f} GiB of memory (estimate: memory_estimate_bytes, docs/cli.md), "
+                     "the machine has {:.1f} GiB available (/proc/meminfo MemAvailable)",
+                     need / GiB, available / GiB);
 }
 
 }  // namespace normcheck

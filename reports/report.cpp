@@ -3,12 +3,20 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <set>
 
 #include <cmath>
 #include <ctime>
 #include <fstream>
 #include <limits>
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -69,11 +77,77 @@ const TensorComparison* worst_tensor(const CaseResult& c) {
 
 }  // namespace
 
+namespace {
+
+/// Writes all of text to fd; false (errno set) on any error.
+bool write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
 void write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot write report " + path);
-  f << text;
-  if (!f) throw Error("error writing report " + path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A device or pipe (/dev/stdout, /dev/full): written in place, every error reported.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(fmt::format("cannot write report {}: {}", path, errno_text()));
+    const bool ok = write_all(fd, text);
+    const std::string why = errno_text();
+    if (::close(fd) != 0 || !ok) throw Error(fmt::format("error writing report {}: {}", path, ok ? errno_text() : why));
+    return;
+  }
+  // A regular file: written to a temporary file in the same directory and renamed over the
+  // path, so the path holds either the complete new report or nothing of it.
+  const std::filesystem::path target(path);
+  const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
+  std::string name = target.filename().string();
+  name.insert(0, 1, '.');
+  name += ".tmp-XXXXXX";
+  std::string tmp = (dir / name).string();
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) throw Error(fmt::format("cannot write report {}: {}", path, errno_text()));
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  bool ok = ::fchmod(fd, 0666 & ~mask) == 0 && write_all(fd, text);
+  std::string why = errno_text();
+  ok = ::close(fd) == 0 && ok;
+  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) ok = false, why = errno_text();
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("error writing report {}: {}", path, why));
+  }
+}
+
+void prepare_output_path(const std::string& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  std::error_code ec;
+  const fs::path target(path);
+  const fs::file_status st = fs::status(target, ec);
+  if (fs::is_directory(st)) throw Error(fmt::format("{} {}: is a directory", flag, path));
+  if (fs::exists(st) && !fs::is_regular_file(st)) {  // a device or pipe: must open for writing
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && errno != ENXIO) throw Error(fmt::format("{} {}: cannot write: {}", flag, path, errno_text()));
+    if (fd >= 0) ::close(fd);
+    return;
+  }
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : ".";
+  if (!fs::is_directory(dir, ec))
+    throw Error(fmt::format("{} {}: directory {} does not exist", flag, path, dir.string()));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw Error(fmt::format("{} {}: cannot write in {}: {}", flag, path, dir.string(), errno_text()));
+  // A report left by an earlier run must not pass for this run's: removed now, written at the end.
+  if (fs::exists(st) && ::unlink(path.c_str()) != 0)
+    throw Error(fmt::format("{} {}: cannot remove the previous report: {}", flag, path, errno_text()));
 }
 
 void Tally::add(Verdict v, bool weak_check) {
@@ -148,6 +222,9 @@ std::string to_json_text(const RunReport& r) {
   j["started_utc"] = r.started_utc;
   j["wall_seconds"] = r.wall_seconds;
   j["complete"] = r.complete;
+  j["incomplete_reason"] = r.incomplete_reason;
+  j["run"] = {{"dtype_override", r.dtype_override}, {"convention_override", r.convention_override},
+              {"planned_cases", r.planned_cases}, {"plan_digest", r.plan_digest}};
   j["shard"] = {{"index", r.shard_index}, {"count", r.shard_count}};
   j["expect_file"] = r.expect_file;
   j["machine"] = {{"cpu", r.machine}, {"compiler", r.compiler}};
@@ -229,81 +306,215 @@ Verdict read_verdict(const std::string& s) {
 }
 }  // namespace
 
-RunReport read_json(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error("cannot read " + path);
-  try {
-    const json j = json::parse(f);
-    if (j.at("schema") != "normcheck-result/1")
-      throw Error(fmt::format("schema {} is not normcheck-result/1", j.at("schema").dump()));
-    RunReport r;
-    r.normcheck_version = j.at("normcheck_version");
-    r.command = j.at("command");
-    r.started_utc = j.at("started_utc");
-    r.wall_seconds = j.at("wall_seconds");
-    r.complete = j.at("complete");
-    r.machine = j.at("machine").at("cpu");
-    r.compiler = j.at("machine").at("compiler");
-    r.backend = j.at("backend").at("name");
-    r.backend_name = j.at("backend").at("id");
-    r.backend_notes = j.at("backend").at("notes").get<std::vector<std::string>>();
-    r.backend_version = j.at("backend").at("version");
-    r.suite = j.at("suite");
-    r.reference_bits = j.at("reference").at("precision_bits");
-    r.shard_index = j.at("shard").at("index");
-    r.shard_count = j.at("shard").at("count");
-    r.expect_file = j.at("expect_file");
-    for (const auto& jc : j.at("cases")) {
-      CaseResult c;
-      c.index = jc.at("index");
-      c.descriptor = jc.at("descriptor");
-      c.problem = parse_descriptor(c.descriptor);
-      c.note = jc.at("note");
-      c.verdict = read_verdict(jc.at("verdict"));
-      c.reason = jc.at("reason");
-      c.known_failure = jc.at("known_failure");
-      c.condition_number = read_num(jc.at("condition_number"));
-      c.weak_check = jc.at("weak_check");
-      c.suspected_cause = jc.value("suspected_cause", "");
-      if (const std::string rep = jc.value("reproducer", ""), base = reproducer(r.backend, c.descriptor);
-          rep.size() > base.size() && rep.compare(0, base.size(), base) == 0)
-        c.input_options = rep.substr(base.size());  // --input files (file_inputs.hpp) survive a merge
-      c.seconds = jc.at("seconds");
-      for (const auto& jt : jc.at("tensors")) {
-        TensorComparison t;
-        t.name = jt.at("name");
-        t.dtype = parse_dtype(jt.at("dtype").get<std::string>());
-        t.dims = jt.at("shape").get<std::vector<int64_t>>();
-        t.numel = jt.at("numel");
-        t.pass = jt.at("pass");
-        t.over_tolerance = jt.at("over_tolerance");
-        t.nonfinite_mismatch = jt.at("nonfinite_mismatch");
-        t.undefined = jt.at("undefined");
-        t.over_probabilistic = jt.value("over_probabilistic", int64_t{0});
-        t.max_abs_err = read_num(jt.at("max_abs_err"));
-        t.max_rel_err = read_num(jt.at("max_rel_err"));
-        t.max_ulp = read_num(jt.at("max_ulp"));
-        t.worst_ratio = read_num(jt.at("worst_ratio"));
-        if (jt.contains("worst_ratio_prob")) t.worst_ratio_prob = read_num(jt.at("worst_ratio_prob"));
-        if (jt.contains("worst_ratio_acc")) t.worst_ratio_acc = read_num(jt.at("worst_ratio_acc"));
-        t.warn = jt.value("warn", false);
-        for (int k = 0; k <= static_cast<int>(BudgetTerm::running_update); ++k)
-          if (jt.value("dominant_term", "") == to_string(static_cast<BudgetTerm>(k))) t.dominant = static_cast<BudgetTerm>(k);
-        if (jt.contains("worst")) {
-          const auto& w = jt.at("worst");
-          t.worst = {w.at("index"), w.at("coords").get<std::vector<int64_t>>(), read_num(w.at("got")),
-                     read_num(w.at("expected")), read_num(w.at("abs_err")), read_num(w.at("tolerance"))};
-        }
-        c.tensors.push_back(std::move(t));
-      }
-      r.cases.push_back(std::move(c));
-    }
-    return r;
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not a normcheck JSON report: {}", path, e.what()));
-  } catch (const Error& e) {
-    throw Error(fmt::format("{}: {}", path, e.what()));
+namespace {
+
+/// An integer field in [lo, hi]. JSON floats (5.66667e+44), out-of-range values and non-numbers
+/// are errors, never a silent conversion.
+int64_t read_int(const json& v, const char* field, int64_t lo, int64_t hi) {
+  int64_t x = 0;
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      throw Error(fmt::format("{} = {} is out of range [{}, {}]", field, u, lo, hi));
+    x = static_cast<int64_t>(u);
+  } else if (v.is_number_integer()) {
+    x = v.get<int64_t>();
+  } else {
+    throw Error(fmt::format("{} = {} is not an integer", field, v.dump()));
   }
+  if (x < lo || x > hi) throw Error(fmt::format("{} = {} is out of range [{}, {}]", field, x, lo, hi));
+  return x;
+}
+
+int read_int32(const json& v, const char* field, int64_t lo = 0, int64_t hi = std::numeric_limits<int>::max()) {
+  return static_cast<int>(read_int(v, field, lo, hi));
+}
+
+std::vector<int64_t> read_ints(const json& v, const char* field) {
+  if (!v.is_array()) throw Error(fmt::format("{} is not an array", field));
+  std::vector<int64_t> out;
+  for (const auto& e : v) out.push_back(read_int(e, field, 0, std::numeric_limits<int64_t>::max()));
+  return out;
+}
+
+TensorComparison read_tensor(const json& jt) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  TensorComparison t;
+  t.name = jt.at("name");
+  t.dtype = parse_dtype(jt.at("dtype").get<std::string>());
+  t.dims = read_ints(jt.at("shape"), "tensors.shape");
+  t.numel = read_int(jt.at("numel"), "tensors.numel", 0, kMax);
+  t.pass = jt.at("pass");
+  t.over_tolerance = read_int(jt.at("over_tolerance"), "tensors.over_tolerance", 0, kMax);
+  t.nonfinite_mismatch = read_int(jt.at("nonfinite_mismatch"), "tensors.nonfinite_mismatch", 0, kMax);
+  t.undefined = read_int(jt.at("undefined"), "tensors.undefined", 0, kMax);
+  if (jt.contains("over_probabilistic"))
+    t.over_probabilistic = read_int(jt.at("over_probabilistic"), "tensors.over_probabilistic", 0, kMax);
+  t.max_abs_err = read_num(jt.at("max_abs_err"));
+  t.max_rel_err = read_num(jt.at("max_rel_err"));
+  t.max_ulp = read_num(jt.at("max_ulp"));
+  t.worst_ratio = read_num(jt.at("worst_ratio"));
+  if (jt.contains("worst_ratio_prob")) t.worst_ratio_prob = read_num(jt.at("worst_ratio_prob"));
+  if (jt.contains("worst_ratio_acc")) t.worst_ratio_acc = read_num(jt.at("worst_ratio_acc"));
+  t.warn = jt.value("warn", false);
+  for (int k = 0; k <= static_cast<int>(BudgetTerm::running_update); ++k)
+    if (jt.value("dominant_term", "") == to_string(static_cast<BudgetTerm>(k))) t.dominant = static_cast<BudgetTerm>(k);
+  if (jt.contains("worst")) {
+    const auto& w = jt.at("worst");
+    t.worst = {read_int(w.at("index"), "worst.index", 0, kMax), read_ints(w.at("coords"), "worst.coords"),
+               read_num(w.at("got")), read_num(w.at("expected")), read_num(w.at("abs_err")),
+               read_num(w.at("tolerance"))};
+  }
+  return t;
+}
+
+CaseResult read_case(const json& jc) {
+  CaseResult c;
+  c.index = read_int32(jc.at("index"), "cases.index");
+  c.descriptor = jc.at("descriptor");
+  c.problem = parse_descriptor(c.descriptor);
+  c.note = jc.at("note");
+  c.verdict = read_verdict(jc.at("verdict"));
+  c.reason = jc.at("reason");
+  c.known_failure = jc.at("known_failure");
+  c.condition_number = read_num(jc.at("condition_number"));
+  c.weak_check = jc.at("weak_check");
+  c.suspected_cause = jc.value("suspected_cause", "");
+  c.seconds = jc.at("seconds");
+  for (const auto& jt : jc.at("tensors")) c.tensors.push_back(read_tensor(jt));
+  return c;
+}
+
+RunReport read_report(const json& j) {
+  if (j.at("schema") != "normcheck-result/1")
+    throw Error(fmt::format("schema {} is not normcheck-result/1", j.at("schema").dump()));
+  RunReport r;
+  r.normcheck_version = j.at("normcheck_version");
+  r.command = j.at("command");
+  r.started_utc = j.at("started_utc");
+  r.wall_seconds = j.at("wall_seconds");
+  r.complete = j.at("complete");
+  r.incomplete_reason = j.value("incomplete_reason", "");
+  r.machine = j.at("machine").at("cpu");
+  r.compiler = j.at("machine").at("compiler");
+  r.backend = j.at("backend").at("name");
+  r.backend_name = j.at("backend").at("id");
+  r.backend_notes = j.at("backend").at("notes").get<std::vector<std::string>>();
+  r.backend_version = j.at("backend").at("version");
+  r.suite = j.at("suite");
+  r.reference_bits = read_int32(j.at("reference").at("precision_bits"), "reference.precision_bits", 1);
+  r.shard_count = read_int32(j.at("shard").at("count"), "shard.count", 1, kMaxShards);
+  r.shard_index = read_int32(j.at("shard").at("index"), "shard.index", 0, r.shard_count - 1);
+  r.expect_file = j.at("expect_file");
+  const json& run = j.at("run");
+  r.dtype_override = run.at("dtype_override");
+  r.convention_override = run.at("convention_override");
+  r.planned_cases = read_int32(run.at("planned_cases"), "run.planned_cases");
+  r.plan_digest = run.at("plan_digest");
+  for (const auto& jc : j.at("cases")) {
+    CaseResult c = read_case(jc);
+    if (const std::string rep = jc.value("reproducer", ""), base = reproducer(r.backend, c.descriptor);
+        rep.size() > base.size() && rep.compare(0, base.size(), base) == 0)
+      c.input_options = rep.substr(base.size());  // --input files (file_inputs.hpp) survive a merge
+    r.cases.push_back(std::move(c));
+  }
+  return r;
+}
+
+}  // namespace
+
+RunReport parse_json_report(std::string_view text, const std::string& origin) {
+  try {
+    return read_report(json::parse(text));
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not a normcheck JSON report: {}", origin, e.what()));
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", origin, e.what()));
+  }
+}
+
+RunReport read_json(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read " + path);
+  constexpr size_t kMaxBytes = size_t{1} << 30;  // /dev/zero or a wrong path: an error, not bad_alloc
+  std::string text;
+  std::vector<char> chunk(size_t{1} << 20);
+  while (f.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || f.gcount() > 0) {
+    text.append(chunk.data(), static_cast<size_t>(f.gcount()));
+    if (text.size() > kMaxBytes) throw Error(fmt::format("{}: larger than 1 GiB, not a normcheck JSON report", path));
+  }
+  return parse_json_report(text, path);
+}
+
+std::string plan_digest(const std::vector<std::string>& descriptors) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a 64 offset basis and prime
+  for (const auto& d : descriptors)
+    for (const char c : d + "\n") h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return fmt::format("{:016x}", h);
+}
+
+RunReport merge_reports(const std::vector<RunReport>& parts, const std::vector<std::string>& names) {
+  if (parts.empty() || parts.size() != names.size()) throw Error("merge: no reports");
+  const RunReport& first = parts.front();
+  RunReport merged = first;
+  merged.cases.clear();
+  merged.wall_seconds = 0;
+  merged.complete = true;
+  merged.incomplete_reason.clear();
+  std::vector<int> seen(static_cast<size_t>(first.shard_count), 0);
+  std::set<int> indices;
+  std::vector<std::string> interrupted;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    const RunReport& p = parts[k];
+    auto same = [&](const std::string& field, const std::string& a, const std::string& b) {
+      if (a != b)
+        throw Error(fmt::format("merge: {} and {} are not shards of one run: {} is '{}' in one and '{}' in the other",
+                                names[0], names[k], field, a, b));
+    };
+    same("normcheck version", first.normcheck_version, p.normcheck_version);
+    same("backend", first.backend, p.backend);
+    same("backend version", first.backend_version, p.backend_version);
+    same("suite", first.suite, p.suite);
+    same("reference precision_bits", std::to_string(first.reference_bits), std::to_string(p.reference_bits));
+    same("--dtype", first.dtype_override, p.dtype_override);
+    same("--convention", first.convention_override, p.convention_override);
+    same("--expect file", first.expect_file, p.expect_file);
+    same("shard count", std::to_string(first.shard_count), std::to_string(p.shard_count));
+    same("planned cases", std::to_string(first.planned_cases), std::to_string(p.planned_cases));
+    same("plan digest (the list of planned cases)", first.plan_digest, p.plan_digest);
+    if (seen[static_cast<size_t>(p.shard_index)]++)
+      throw Error(fmt::format("merge: shard {}/{} given twice ({})", p.shard_index, p.shard_count, names[k]));
+    int own = 0;
+    for (const auto& c : p.cases) {
+      if (c.index < 0 || c.index >= p.planned_cases || c.index % p.shard_count != p.shard_index)
+        throw Error(fmt::format("merge: {} holds case index {}, which is not in shard {}/{} of {} planned cases",
+                                names[k], c.index, p.shard_index, p.shard_count, p.planned_cases));
+      if (!indices.insert(c.index).second)
+        throw Error(fmt::format("merge: case index {} ({}) appears twice", c.index, c.descriptor));
+      ++own;
+    }
+    const int64_t share = (int64_t{p.planned_cases} - p.shard_index + p.shard_count - 1) / p.shard_count;
+    if (p.complete && own != share)
+      throw Error(fmt::format("merge: {} is marked complete but holds {} of the {} cases of shard {}/{}", names[k],
+                              own, share, p.shard_index, p.shard_count));
+    if (!p.complete) interrupted.push_back(fmt::format("shard {}/{} incomplete ({})", p.shard_index, p.shard_count,
+                                                       p.incomplete_reason.empty() ? "interrupted" : p.incomplete_reason));
+    merged.wall_seconds = std::max(merged.wall_seconds, p.wall_seconds);  // shards run side by side
+    merged.cases.insert(merged.cases.end(), p.cases.begin(), p.cases.end());
+  }
+  std::vector<std::string> why;
+  for (size_t i = 0; i < seen.size(); ++i)
+    if (!seen[i]) why.push_back(fmt::format("shard {}/{} missing", i, seen.size()));
+  why.insert(why.end(), interrupted.begin(), interrupted.end());
+  if (!why.empty()) {
+    merged.complete = false;  // a merge without every case is not the whole run
+    merged.incomplete_reason = fmt::format("{}", fmt::join(why, "; "));
+  }
+  std::sort(merged.cases.begin(), merged.cases.end(),
+            [](const CaseResult& a, const CaseResult& b) { return a.index < b.index; });
+  merged.shard_index = 0;
+  merged.shard_count = 1;
+  return merged;
 }
 
 void write_junit(const RunReport& r, const std::string& path) {
@@ -381,7 +592,9 @@ std::string to_markdown(const RunReport& r) {
                     "- started {} UTC; wall time {:.2f} s; reference precision {} bits\n",
                     r.normcheck_version, r.backend, r.backend_version, r.machine, r.compiler,
                     r.started_utc, r.wall_seconds, r.reference_bits);
-  if (!r.complete) md += "- **INCOMPLETE: the run was interrupted; cases below are those that ran**\n";
+  if (!r.complete)
+    md += fmt::format("- **INCOMPLETE: {}; cases below are those that ran**\n",
+                      r.incomplete_reason.empty() ? "the run was interrupted" : r.incomplete_reason);
   md += fmt::format("- **{} cases: {} pass ({} with WARN), {} weak check (not a pass), {} fail, {} unsupported, {} error, "
                     "{} not certifiable**\n\n",
                     t.total(), t.pass, t.warn, t.weak, t.fail, t.unsupported, t.error, t.not_certifiable);

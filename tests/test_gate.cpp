@@ -76,7 +76,7 @@ TEST(Gate, MergeRefusesDuplicatesAndMarksMissingShards) {
   EXPECT_EQ(dup.exit_code, 2);
   EXPECT_NE(dup.output.find("shard 0/2 given twice"), std::string::npos) << dup.output;
   const auto part = sh(kMutants + " merge " + d / "s0.json -o " + d / "m.json");
-  EXPECT_NE(part.output.find("shards missing: 1/2"), std::string::npos) << part.output;
+  EXPECT_NE(part.output.find("incomplete: shard 1/2 missing"), std::string::npos) << part.output;
   EXPECT_FALSE(load(d / "m.json")["complete"].get<bool>());
   EXPECT_EQ(part.exit_code, 1);
 }

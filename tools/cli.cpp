@@ -19,6 +19,8 @@
 #include <fstream>
 #include <algorithm>
 #include <map>
+#include <optional>
+#include <set>
 #include <tuple>
 
 #include "normcheck/bench.hpp"
@@ -34,7 +36,43 @@
 namespace normcheck {
 namespace {
 
-extern "C" void on_sigint(int sig) { request_interrupt(sig); }
+/// SIGINT, SIGTERM, SIGHUP: the run stops at the next poll (within about a second), writes its
+/// reports marked incomplete and exits 128 + n. A second signal ends the process at once.
+extern "C" void on_interrupt_signal(int sig) {
+  if (interrupted()) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  request_interrupt(sig);
+}
+
+/// Installs on_interrupt_signal for the signals a run honours; the destructor restores the
+/// previous handlers.
+class InterruptHandlers {
+ public:
+  InterruptHandlers() {
+    for (size_t i = 0; i < kSignals.size(); ++i) previous_[i] = std::signal(kSignals[i], on_interrupt_signal);
+  }
+  ~InterruptHandlers() {
+    for (size_t i = 0; i < kSignals.size(); ++i) std::signal(kSignals[i], previous_[i]);
+  }
+  InterruptHandlers(const InterruptHandlers&) = delete;
+  InterruptHandlers& operator=(const InterruptHandlers&) = delete;
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
+  std::array<void (*)(int), 3> previous_{};
+};
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return fmt::format("signal {}", sig);
+  }
+}
 
 std::string join(const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ", ")); }
 template <class E, size_t N>
@@ -147,11 +185,28 @@ std::pair<int, int> parse_shard(const std::string& spec, const std::string& what
     if (used != slash) throw std::invalid_argument("index");
     const std::string count = spec.substr(slash + 1);
     const int n = std::stoi(count, &used);
-    if (used != count.size() || n < 1 || i < 0 || i >= n) throw std::invalid_argument("range");
+    if (used != count.size() || n < 1 || n > kMaxShards || i < 0 || i >= n) throw std::invalid_argument("range");
     return {i, n};
   } catch (const std::exception&) {
-    throw Error(fmt::format("{} '{}' must be I/N with 0 ≤ I < N, e.g. 0/4", what, spec));
+    throw Error(fmt::format("{} '{}' must be I/N with 0 ≤ I < N ≤ {}, e.g. 0/4", what, spec, kMaxShards));
   }
+}
+
+/// Writes every report asked for (each complete or absent: write_text_file); returns the errors,
+/// one line each, so that one failing path does not keep the others from being written.
+std::vector<std::string> write_reports(const RunReport& report, const std::string& json_path,
+                                       const std::string& junit_path, const std::string& md_path) {
+  std::vector<std::string> errors;
+  for (const auto& [path, write] :
+       {std::pair{json_path, &write_json}, {junit_path, &write_junit}, {md_path, &write_markdown}}) {
+    if (path.empty()) continue;
+    try {
+      write(report, path);
+    } catch (const Error& e) {
+      errors.emplace_back(e.what());
+    }
+  }
+  return errors;
 }
 
 /// Writes the reports asked for, prints the summary and the final line; returns the exit code.
@@ -159,9 +214,7 @@ std::pair<int, int> parse_shard(const std::string& spec, const std::string& what
 int finish_run(const RunReport& report, const std::string& json_path, const std::string& junit_path,
                const std::string& md_path) {
   print_summary(report.cases);
-  if (!json_path.empty()) write_json(report, json_path);
-  if (!junit_path.empty()) write_junit(report, junit_path);
-  if (!md_path.empty()) write_markdown(report, md_path);
+  const std::vector<std::string> write_errors = write_reports(report, json_path, junit_path, md_path);
   const Tally t = tally(report.cases);
   for (const auto& c : report.cases)
     if (!c.known_failure.empty() && !is_failure(c.verdict))
@@ -181,60 +234,58 @@ int finish_run(const RunReport& report, const std::string& json_path, const std:
              t.fail,
              t.error, t.unsupported, t.not_certifiable ? fmt::format(", {} not certifiable", t.not_certifiable) : "",
              t.known ? fmt::format(", {} of the failures known (--expect)", t.known) : "", report.wall_seconds,
-             report.complete ? "" : " — INTERRUPTED, report incomplete");
-  if (!report.complete) return 130;
+             report.complete ? "" : " — INCOMPLETE: " + report.incomplete_reason);
+  for (const auto& e : write_errors) fmt::print(stderr, "normcheck: error: {}\n", e);
+  if (!write_errors.empty()) return kExitUsage;
+  if (!report.complete) return interrupt_signal() ? 128 + interrupt_signal() : kExitMismatch;
   if (!ok) return kExitMismatch;
   return verified ? kExitPass : kExitNothingVerified;
 }
 
+/// Exit codes (docs/cli.md): 0 every shard present and complete and every case passed; 1 a FAIL
+/// or ERROR, or the merged report incomplete (a shard missing or interrupted); 2 unreadable
+/// input, not shards of one run, a report that cannot be written.
 int cmd_merge(const std::vector<std::string>& inputs, const std::string& json_path,
               const std::string& junit_path, const std::string& md_path) {
   std::vector<RunReport> parts;
   for (const auto& in : inputs) parts.push_back(read_json(in));
-  RunReport merged = parts.front();
-  std::vector<int> seen(static_cast<size_t>(merged.shard_count), 0);
-  merged.cases.clear();
-  merged.wall_seconds = 0;
-  for (size_t k = 0; k < parts.size(); ++k) {
-    const RunReport& p = parts[k];
-    auto same = [&](const std::string& field, const std::string& a, const std::string& b) {
-      if (a != b)
-        throw Error(fmt::format("merge: {} has {} '{}' but {} has '{}'", inputs[k], field, b, inputs[0], a));
-    };
-    same("normcheck version", merged.normcheck_version, p.normcheck_version);
-    same("backend", merged.backend, p.backend);
-    same("backend version", merged.backend_version, p.backend_version);
-    same("suite", merged.suite, p.suite);
-    same("shard count", std::to_string(merged.shard_count), std::to_string(p.shard_count));
-    if (seen[static_cast<size_t>(p.shard_index)]++)
-      throw Error(fmt::format("merge: shard {}/{} given twice ({})", p.shard_index, p.shard_count, inputs[k]));
-    merged.complete = merged.complete && p.complete;
-    merged.wall_seconds = std::max(merged.wall_seconds, p.wall_seconds);  // shards run side by side
-    merged.cases.insert(merged.cases.end(), p.cases.begin(), p.cases.end());
-  }
-  std::vector<std::string> missing;
-  for (size_t i = 0; i < seen.size(); ++i)
-    if (!seen[i]) missing.push_back(fmt::format("{}/{}", i, seen.size()));
-  if (!missing.empty()) {
-    merged.complete = false;  // a merge without every shard is not the whole run
-    fmt::print(stderr, "normcheck merge: shards missing: {}; the merged report is marked incomplete\n",
-               join(missing));
-  }
-  std::sort(merged.cases.begin(), merged.cases.end(),
-            [](const CaseResult& a, const CaseResult& b) { return a.index < b.index; });
-  merged.shard_index = 0;
-  merged.shard_count = 1;
+  RunReport merged = merge_reports(parts, inputs);
+  if (!merged.complete)
+    fmt::print(stderr, "normcheck merge: incomplete: {}; the merged report is marked incomplete\n",
+               merged.incomplete_reason);
   merged.command = "normcheck merge " + join(inputs);
   fmt::print("normcheck merge: {} reports, {} cases\n", parts.size(), merged.cases.size());
-  const int rc = finish_run(merged, json_path, junit_path, md_path);
-  return rc == 130 ? kExitMismatch : rc;
+  return finish_run(merged, json_path, junit_path, md_path);
 }
 
-/// Fails early (exit 2) rather than after a long run when a report path is not writable.
-void check_writable(const std::string& path) {
-  if (path.empty()) return;
-  std::ofstream f(path, std::ios::app);
-  if (!f) throw Error("cannot write " + path);
+/// Before anything runs (exit 2 rather than after a long run): every report path writable,
+/// no two outputs the same file, --dump a directory (created), none of them one of `inputs`;
+/// reports earlier runs left at these paths are removed (prepare_output_path). Throws Error.
+void prepare_outputs(const std::vector<std::pair<std::string, std::string>>& reports, const std::string& dump_dir,
+                     const std::vector<std::string>& inputs = {}) {
+  namespace fs = std::filesystem;
+  std::map<fs::path, std::string> taken;  // canonical path → the flag that names it
+  auto claim = [&](const std::string& path, const std::string& flag) {
+    std::error_code ec;
+    if (fs::exists(path, ec) && !fs::is_regular_file(path, ec) && !fs::is_directory(path, ec)) return;  // a device
+    const fs::path key = fs::weakly_canonical(fs::absolute(path), ec);
+    if (auto [it, fresh] = taken.emplace(key, flag); !fresh)
+      throw Error(fmt::format("{} and {} name the same file {}: give each its own path", it->second, flag, path));
+  };
+  std::set<std::string> seen_inputs;  // an input given twice is merge's "given twice", not this error
+  for (const auto& in : inputs)
+    if (seen_inputs.insert(in).second) claim(in, "input " + in);
+  for (const auto& [flag, path] : reports)
+    if (!path.empty()) claim(path, flag);
+  if (!dump_dir.empty()) {
+    claim(dump_dir, "--dump");
+    std::error_code ec;
+    if (fs::exists(dump_dir, ec) && !fs::is_directory(dump_dir, ec))
+      throw Error(fmt::format("--dump {}: exists and is not a directory", dump_dir));
+    fs::create_directories(dump_dir, ec);
+    if (ec) throw Error(fmt::format("--dump {}: cannot create the directory: {}", dump_dir, ec.message()));
+  }
+  for (const auto& [flag, path] : reports) prepare_output_path(path, flag);
 }
 
 /// A case to run, with its suite line's note and its position in the whole run.
@@ -269,6 +320,27 @@ std::vector<Planned> plan_cases(const std::vector<std::string>& suites, const st
     }
   }
   return plan;
+}
+
+/// run_case, except that a case the machine has not the memory for (memory_refusal) or that
+/// runs out of memory is that case's ERROR, so the other cases and the reports survive it.
+/// Interrupted passes through.
+CaseResult run_planned(Backend& backend, const Problem& p, const RunOptions& opt) {
+  std::string refusal = memory_refusal(p, opt.reference_bits);
+  if (refusal.empty()) {
+    try {
+      return run_case(backend, p, opt);
+    } catch (const std::bad_alloc&) {
+      refusal = fmt::format("ran out of memory (std::bad_alloc); the estimate was {:.2f} GiB",
+                            memory_estimate_bytes(p, opt.reference_bits) / (1024.0 * 1024 * 1024));
+    }
+  }
+  CaseResult c;
+  c.problem = p;
+  c.descriptor = to_descriptor(p);
+  c.verdict = Verdict::error;
+  c.reason = refusal;
+  return c;
 }
 
 /// A built-in backend by name, else a plugin (a path, or a name on NORMCHECK_PLUGIN_PATH).
@@ -438,7 +510,7 @@ int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, 
               BenchOptions opt) {
   // Plugins run in process: through the worker, bench would time the copies and the round trip too (docs/bench.md).
   auto backend = open_backend(registry, backend_name, 0, false);
-  check_writable(opt.json_path);
+  prepare_outputs({{"--json", opt.json_path}}, "");
   std::vector<BenchCase> cases;
   for (const auto& pl : plan) cases.push_back({pl.problem, pl.suite});
   fmt::print("normcheck {} bench: backend {} ({}), {}: {} case{}, {} cache\n", kVersion, backend_name,
@@ -453,7 +525,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   CLI::App app{"normcheck: a correctness oracle for normalization layers (BatchNorm, LayerNorm, "
                "InstanceNorm, GroupNorm, RMSNorm).\nExit codes: 0 all pass, 1 any FAIL or ERROR, "
                "2 usage or setup error (including a plugin that cannot be loaded), 3 internal error, 5 nothing verified "
-               "(no case passed: all unsupported or not certifiable), 130 interrupted.\n"
+               "(no case passed: all unsupported or not certifiable), 128+n interrupted by signal n (130 SIGINT, 143 "
+               "SIGTERM, 129 SIGHUP).\n"
                "Plugins: calls run in a worker process of their own; CRASH, TIMEOUT and OVERRUN count as errors (exit 1).",
                "normcheck"};
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);
@@ -568,22 +641,20 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       throw Error("--input applies to correctness runs (no subcommand), not to a subcommand");
     if (list->parsed()) return cmd_list(registry);
     if (merge->parsed()) {
-      check_writable(merge_json);
-      check_writable(merge_junit);
-      check_writable(merge_md);
+      prepare_outputs({{"--json", merge_json}, {"--junit", merge_junit}, {"--report", merge_md}}, "", merge_inputs);
       return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
     }
     if (report_cmd->parsed()) return cmd_report(report_inputs, report_dir, report_title);
     if (metamorphic->parsed()) {
       std::string label;
       const auto plan = plan_cases(suites, cases, dtype_override, label);
+      prepare_outputs({{"--json", json_path}}, "");
       auto backend = open_backend(registry, backend_name, timeout, !in_process);
-      check_writable(json_path);
       return cmd_metamorphic(*backend, backend_name, label, plan, json_path);
     }
     if (diagnose->parsed()) {
+      prepare_outputs({{"--json", json_path}}, "");
       auto backend = open_backend(registry, backend_name, timeout, !in_process);
-      check_writable(json_path);
       return cmd_diagnose(*backend, backend_name, json_path);
     }
     if (bench->parsed()) {
@@ -603,6 +674,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       bench_opt.command = command_line(argc, argv);
       return cmd_bench(registry, backend_name, plan, bench_opt);
     }
+    // First, so that a run that stops anywhere below leaves no stale report of an earlier run.
+    prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
     if (reference_bits != 128 && reference_bits != 256)
       throw Error("--reference-bits must be 128 or 256");
     std::string suite_label;
@@ -613,19 +686,10 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
     std::unique_ptr<Backend> backend = open_backend(registry, backend_name, timeout, !in_process);
     apply_convention(plan, convention_override, *backend);
-    check_writable(json_path);
-    check_writable(junit_path);
-    check_writable(md_path);
 
     // Known failures, by canonical descriptor.
     std::map<std::string, std::string> known;
-    if (!expect_path.empty()) {
-      for (const auto& c : load_suite(expect_path).cases) {
-        if (c.note.empty())
-          throw Error(fmt::format("{} line {}: a known failure needs its reason after '#'", expect_path, c.line));
-        known[to_descriptor(parse_descriptor(c.descriptor))] = c.note;
-      }
-    }
+    if (!expect_path.empty()) known = known_failures(load_suite(expect_path));
     // Sharding: --shard, else GoogleTest's variables (and its status file, to say we shard).
     int shard_index = 0, shard_count = 1;
     if (!shard_spec.empty()) {
@@ -636,6 +700,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
           parse_shard(fmt::format("{}/{}", index ? index : "", total), "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS");
       if (const char* status = std::getenv("GTEST_SHARD_STATUS_FILE")) std::ofstream{status};
     }
+    std::vector<std::string> planned_descriptors;
+    for (const auto& pl : plan) planned_descriptors.push_back(to_descriptor(pl.problem));
     if (shard_count > 1)
       plan.erase(std::remove_if(plan.begin(), plan.end(),
                                 [&](const Planned& pl) { return pl.index % shard_count != shard_index; }),
@@ -656,6 +722,10 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     report.compiler = compiler_description();
     report.started_utc = utc_now_iso8601();
     report.reference_bits = reference_bits;
+    report.dtype_override = dtype_override;
+    report.convention_override = convention_override;
+    report.planned_cases = static_cast<int>(planned_descriptors.size());
+    report.plan_digest = plan_digest(planned_descriptors);
 
     if (!quiet)
       fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {} bits\n", kVersion,
@@ -664,7 +734,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     std::fflush(stdout);
     const bool tty = isatty(STDERR_FILENO) && !quiet;
     clear_interrupt();
-    auto previous = std::signal(SIGINT, on_sigint);
+    std::optional<InterruptHandlers> handlers(std::in_place);
     const auto t0 = std::chrono::steady_clock::now();
     RunOptions opt;
     opt.reference_bits = reference_bits;
@@ -673,10 +743,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     opt.dump_dir = dump_dir;
     opt.inputs = &supplied;
     for (size_t i = 0; i < plan.size(); ++i) {
-      if (interrupted()) {
-        report.complete = false;
-        break;
-      }
+      if (interrupted()) break;
       if (tty) {
         std::string d = to_descriptor(plan[i].problem);
         if (d.size() > 90) d = d.substr(0, 87) + "...";
@@ -685,10 +752,9 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       }
       CaseResult c;
       try {
-        c = run_case(*backend, plan[i].problem, opt);
-      } catch (const Interrupted&) {  // a plugin call abandoned at the signal: not the plugin's fault
+        c = run_planned(*backend, plan[i].problem, opt);
+      } catch (const Interrupted&) {  // abandoned at the signal (a plugin call too): nobody's fault
         if (tty) fmt::print(stderr, "\r\033[K");
-        report.complete = false;
         break;
       }
       c.note = plan[i].note;
@@ -700,7 +766,12 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       std::fflush(stdout);
       report.cases.push_back(std::move(c));
     }
-    std::signal(SIGINT, previous);
+    handlers.reset();
+    if (report.cases.size() < plan.size()) {
+      report.complete = false;
+      report.incomplete_reason = fmt::format("interrupted by {} after {} of {} cases",
+                                             signal_name(interrupt_signal()), report.cases.size(), plan.size());
+    }
     report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     return finish_run(report, json_path, junit_path, md_path);

@@ -6,8 +6,8 @@
 
 namespace normcheck {
 
-/// Runs the normcheck command line. Returns the process exit code (error.hpp ExitCode, or 130
-/// when interrupted by SIGINT). Usage: docs/cli.md.
+/// Runs the normcheck command line. Returns the process exit code (error.hpp ExitCode, or
+/// 128 + n when interrupted by signal n: SIGINT, SIGTERM or SIGHUP). Usage: docs/cli.md.
 int cli_main(int argc, char** argv, const BackendRegistry& registry);
 
 }  // namespace normcheck

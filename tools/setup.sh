@@ -17,6 +17,7 @@ packages=(
   python3 python3-matplotlib python3-numpy python3-jsonschema
   libssl-dev python3-dev pybind11-dev python3-pytest
   chromium
+  clang-16 libclang-rt-16-dev
 )
 
 if [ "$(id -u)" -eq 0 ]; then

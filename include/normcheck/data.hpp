@@ -3,6 +3,8 @@
 // binary needs no install tree, and --suite also accepts a path to a suite file of one's own.
 #pragma once
 
+#include <cstddef>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,8 +69,16 @@ struct Suite {
 /// are ignored; "# title: …" names the suite; "# kind: throughput" marks a benchmark suite.
 /// name_or_path: a built-in suite name (builtin_suite_names()) or a path to a file.
 /// Throws Error for unknown names, unreadable files and malformed descriptors (with file:line).
+/// A suite file larger than this is refused (it is not a list of descriptors).
+inline constexpr std::size_t kMaxSuiteBytes = std::size_t{16} << 20;
+/// Reads at most kMaxSuiteBytes + 1 bytes of a file (so /dev/zero is refused, not read forever).
 Suite load_suite(std::string_view name_or_path);
+/// The text must be UTF-8 without a byte-order mark, NUL or other control bytes (tab allowed, CR
+/// only as part of a CR LF line end); anything else is an Error naming the line.
 Suite parse_suite(std::string name, std::string_view text);
+/// --expect FILE (a suite whose every line has a reason): canonical descriptor → reason. Throws
+/// Error for a line without a reason after '#' or a case listed twice.
+std::map<std::string, std::string> known_failures(const Suite& s);
 std::vector<std::string> builtin_suite_names();
 
 }  // namespace normcheck

@@ -104,9 +104,13 @@ struct Problem {
   FileInputs files;
 
   int rank() const { return static_cast<int>(dims.size()); }
+  /// The product of dims. Throws Error when it overflows int64 (validate() refuses such shapes).
   int64_t numel() const;
   int64_t channels() const { return dims.at(1); }
 };
+
+/// The largest numel() validate() accepts.
+inline constexpr int64_t kMaxElements = int64_t{1} << 31;
 
 /// Parses a descriptor. Throws Error with a one-line message naming the offending field.
 /// The result is validated (see validate()).
@@ -120,6 +124,30 @@ std::string to_descriptor(const Problem& p);
 /// Throws Error if the combination is meaningless (e.g. forward_inference for layer_norm,
 /// groups not dividing C, negative eps, momentum outside [0, 1]).
 void validate(const Problem& p);
+
+/// Estimated peak memory, in bytes, of one run of p: what run_case holds at once (the inputs of
+/// every call as backend tensors and as the reference's doubles, the outputs, the reference's
+/// working values, the two tolerance arrays, per-set statistics of every call). The one place
+/// the memory model lives; a double, so it never overflows (finite for every valid problem).
+///
+/// Model (measured with /usr/bin/time on normcheck 0.1.0, 2^20 and 2^21 elements; the estimate
+/// is 5–15 % above the measured peak):
+///   bytes = 16 MiB
+///         + numel · (calls · (dtype_size + 8)  +  100  [+ 16 backward]  [+ 16 at 256 bits])
+///         + num_sets · calls · 224
+/// where calls = num_calls(p) (training steps and the compared call), 100 B/element covers the
+/// outputs, the reference (y or dx as double, x̂ at `reference_bits`, a set index) and the two
+/// tolerance arrays, and 224 B/set the per-set statistics (double and multi-precision).
+/// When the reference changes its storage, change the constants here.
+double memory_estimate_bytes(const Problem& p, int reference_bits = 128);
+
+/// Memory this process may still take, in bytes: MemAvailable from /proc/meminfo, else the
+/// physical memory (sysconf _SC_PHYS_PAGES · _SC_PAGESIZE); 0 when neither is known.
+double available_memory_bytes();
+
+/// "" when p fits in `available` bytes (available_memory_bytes() when negative), else a one-line
+/// refusal giving the estimate and the machine's memory.
+std::string memory_refusal(const Problem& p, int reference_bits = 128, double available = -1);
 
 /// Formats a double in the shortest form that parses back to the same value, with the exponent
 /// written without padding (1e-05 → 1e-5). Used in descriptors and reports.

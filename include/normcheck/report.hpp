@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "normcheck/runner.hpp"
@@ -22,9 +23,15 @@ struct RunReport {
   std::string started_utc;       ///< ISO 8601
   double wall_seconds = 0;
   int reference_bits = 128;
-  bool complete = true;          ///< false when the run was interrupted
+  bool complete = true;          ///< false when the run was interrupted or a merge lacks shards
+  std::string incomplete_reason; ///< why complete is false ("interrupted by SIGTERM", "shard 2/4 missing")
   int shard_index = 0, shard_count = 1;  ///< this report holds the cases with index % count == index
   std::string expect_file;       ///< --expect FILE, "" when none
+  // What makes shards parts of one run (merge refuses shards that differ in any of them):
+  std::string dtype_override;      ///< --dtype, "" when none
+  std::string convention_override; ///< --convention, "" when none
+  int planned_cases = 0;           ///< cases in the whole run, before sharding
+  std::string plan_digest;         ///< plan_digest() of the whole run's canonical descriptors
   std::vector<CaseResult> cases;
 };
 
@@ -50,15 +57,38 @@ void write_json(const RunReport& r, const std::string& path);
 void write_junit(const RunReport& r, const std::string& path);
 void write_markdown(const RunReport& r, const std::string& path);
 
-/// Writes text to path (binary, replacing it). Throws Error when the file cannot be written.
+/// Writes text to path (binary, replacing it): a regular file through a temporary file in the
+/// same directory renamed over it (complete or absent, never partial); a device or pipe in place. Throws Error when the file cannot be written.
 /// Every report and JSON file normcheck writes goes through it.
 void write_text_file(const std::string& path, const std::string& text);
 
 /// JSON text of the report (what write_json writes).
 std::string to_json_text(const RunReport& r);
+/// Reads a report from JSON text; `origin` names it in errors. Throws Error as read_json.
+RunReport parse_json_report(std::string_view text, const std::string& origin);
 /// Reads a report written by write_json. Throws Error for unreadable files, other schemas, or
 /// missing fields.
 RunReport read_json(const std::string& path);
+
+/// The most shards a run may have (--shard, and shard.count in a report).
+inline constexpr int kMaxShards = 100000;
+
+/// 16 hex digits (FNV-1a, 64 bits) of the canonical descriptors of a run's cases in order, each
+/// followed by a newline: equal for every shard of one run, different when any case differs.
+std::string plan_digest(const std::vector<std::string>& descriptors);
+
+/// Combines the reports of shards of one run (`names`: their file names, for messages). Throws
+/// Error when the reports are not shards of one run (differing backend, backend version, suite,
+/// reference bits, --dtype, --convention, --expect file, shard count, planned cases or plan
+/// digest, naming the field), when a shard is given twice, when a case index is outside its
+/// shard or appears twice, or when a shard marked complete lacks cases. A missing or
+/// interrupted shard gives complete = false with incomplete_reason "shard k/N missing".
+RunReport merge_reports(const std::vector<RunReport>& parts, const std::vector<std::string>& names);
+
+/// Checks, before a run, that a report can be written at path (given with `flag`, for
+/// messages), and removes a report an earlier run left there, so that a run that dies leaves no
+/// stale report. Devices and pipes are left alone. Throws Error.
+void prepare_output_path(const std::string& path, const std::string& flag);
 
 /// Failures (FAIL, ERROR, CRASH, TIMEOUT, OVERRUN) not listed as known; known failures that
 /// passed again.

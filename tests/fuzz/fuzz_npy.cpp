@@ -1,7 +1,7 @@
 // libFuzzer harness for the .npy reader (core/npy.cpp parse_npy): any byte string either parses
 // into an array whose data size matches its header exactly, or throws normcheck::Error. Crashes,
 // sanitizer reports and any other exception are findings.
-//   cmake -DCMAKE_CXX_COMPILER=clang++ -DNORMCHECK_BUILD_FUZZ=ON … && ./fuzz_npy -max_total_time=60
+//   cmake --preset fuzz && cmake --build --preset fuzz && bash tests/fuzz/run.sh build/fuzz 60 (tests/fuzz/README.md)
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
