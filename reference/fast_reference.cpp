@@ -112,6 +112,12 @@ struct BatchExact {
   std::vector<SetExact> sets;
 };
 
+/// Empties a per-thread buffer that an interrupted set (poll_interrupt) may have left holding terms.
+void discard(ExactSumBuffer& b) {
+  ExactSum sink;
+  b.flush_into(sink);
+}
+
 /// True when v is 0 or has at most 26 significant bits and |v| ∈ [2^-500, 2^500]: then the
 /// product of two such values is exact in double (f32, f16 and bf16 data).
 inline bool short_significand(double v) {
@@ -126,6 +132,7 @@ SetExact set_statistics(const Partition& part, const std::vector<double>& x, int
   ExactSum s1, s2, sabs;
   // Neal's large accumulators in front (one bucket add per term), one set per thread at a time.
   thread_local ExactSumBuffer b1, b2, babs;
+  discard(b1), discard(b2), discard(babs);  // left over by an interrupted set, if any
   double max_abs = 0;
   bool nan = false;
   // Σx² as Σ fl(x·x) while every x has at most 26 significant bits and |x| ∈ [2^-500, 2^500]
@@ -134,6 +141,7 @@ SetExact set_statistics(const Partition& part, const std::vector<double>& x, int
   part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
     const double* p = x.data() + first;
     for (int64_t k = 0; k < len; ++k) {
+      if ((k & 0xFFFFF) == 0xFFFFF) poll_interrupt();
       const double v = p[k], a = std::fabs(v);
       b1.add(v);
       b2.add(v * v);
@@ -372,6 +380,7 @@ std::vector<double> forward_y(const Inputs& a, const std::vector<double>& x, con
     poll_interrupt();
     const Norm& n = norm[static_cast<size_t>(s)];
     for_each_in_set(a.part, s, [&](int64_t i, int64_t j) {
+      if ((i & 0xFFFFF) == 0) poll_interrupt();  // a set of 10^8 elements still stops within ~1 s
       y[static_cast<size_t>(i)] = y_element(x[i], a.gamma_at(j), a.beta_at(j), n);
     });
   });
@@ -408,6 +417,7 @@ SetBackward set_backward(const Inputs& a, const std::vector<double>& x, int64_t 
   if (a.by_cells()) {  // batch/instance/group norm: gamma is constant on runs of `seg` elements
     ExactSum sdx, sd;
     thread_local ExactSumBuffer bdx, bd;
+    discard(bdx), discard(bd);
     int64_t cur = -1;
     auto flush = [&] {
       if (cur < 0) return;
@@ -643,6 +653,7 @@ void backward(const Inputs& a, const std::vector<double>& x, const std::vector<N
     const Norm& n = norm[static_cast<size_t>(s)];
     const BackCoef& k = sb[static_cast<size_t>(s)].coef;
     for_each_in_set(part, s, [&](int64_t i, int64_t j) {
+      if ((i & 0xFFFFF) == 0) poll_interrupt();
       res.dx[static_cast<size_t>(i)] = dx_element(x[i], a.in.dy[i], a.gamma_at(j), n, k, global);
     });
   });

@@ -193,6 +193,14 @@ TEST(MemoryEstimate, IsAtLeastTheInputBytesAndRefusesWhatDoesNotFit) {
   EXPECT_GE(memory_estimate_bytes(p), 137e6);
   EXPECT_LE(memory_estimate_bytes(p), 1.5 * 137e6);
   EXPECT_GT(memory_estimate_bytes(p, 256), memory_estimate_bytes(p, 128));
+  // The fast reference (bits 0): layer_norm f32 forward_training on 2^22 elements peaked at
+  // 217 MB, backward_training at 280 MB (/usr/bin/time, naive backend); within 1.5× above.
+  const Problem lf = parse_descriptor("layer_norm,shape=1024x4096"),
+                lb = parse_descriptor("layer_norm,pass=backward_training,shape=1024x4096");
+  EXPECT_GE(memory_estimate_bytes(lf, 0), 217e6);
+  EXPECT_LE(memory_estimate_bytes(lf, 0), 1.5 * 217e6);
+  EXPECT_GE(memory_estimate_bytes(lb, 0), 280e6);
+  EXPECT_LE(memory_estimate_bytes(lb, 0), 1.5 * 280e6);
   // 2^31 elements: at least 2^31 · (4 + 8 + 4) bytes = 32 GiB, more than 16 GiB available.
   const Problem big = parse_descriptor("batch_norm,shape=2x1073741824");
   EXPECT_GE(memory_estimate_bytes(big), 16.0 * 2147483648.0);
@@ -234,7 +242,8 @@ TEST(HardenedReports, AStaleReportIsRemovedByARunThatDiesBeforeWritingOne) {
   for (const char* f : {"r.json", "r.xml", "r.md"}) EXPECT_FALSE(fs::exists(d / f)) << f;
   // Likewise a run killed by a signal it does not handle (SIGKILL stands for SIGFPE, exit 3 …).
   ASSERT_EQ(sh(kBin + " " + good).exit_code, 0);
-  o = sh(kBin + " " + good + " --case batch_norm,shape=16x16x64x64 & pid=$!; sleep 1; kill -KILL $pid; wait $pid");
+  // (--reference slow: the slow reference keeps this 2^22-element case running for seconds.)
+  o = sh(kBin + " " + good + " --reference slow --case batch_norm,shape=64x16x64x64 & pid=$!; sleep 1; kill -KILL $pid; wait $pid");
   for (const char* f : {"r.json", "r.xml", "r.md"}) EXPECT_FALSE(fs::exists(d / f)) << f;
   // No temporary files are left by a run that completes.
   ASSERT_EQ(sh(kBin + " " + good).exit_code, 0);
@@ -327,9 +336,10 @@ std::pair<int, double> run_and_signal(const std::string& args, int sig, std::chr
 
 TEST(HardenedSignals, SigtermAndSighupWriteIncompleteReportsAndExit128PlusN) {
   const auto d = temp_dir("signals");
+  // --reference slow: about 1 s per case here, so the signal lands in the middle of the run.
   const std::string c = "--case batch_norm,shape=16x16x64x64 ";
   for (const auto& [sig, name] : {std::pair{SIGTERM, "SIGTERM"}, {SIGHUP, "SIGHUP"}, {SIGINT, "SIGINT"}}) {
-    const auto [rc, seconds] = run_and_signal(c + c + c + "--json " + (d / "r.json").string() + " --report " +
+    const auto [rc, seconds] = run_and_signal("--reference slow " + c + c + c + "--json " + (d / "r.json").string() + " --report " +
                                                   (d / "r.md").string() + " --junit " + (d / "r.xml").string(),
                                               sig, std::chrono::milliseconds(700));
     EXPECT_EQ(rc, 128 + sig) << name;

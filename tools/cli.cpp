@@ -326,13 +326,14 @@ std::vector<Planned> plan_cases(const std::vector<std::string>& suites, const st
 /// runs out of memory is that case's ERROR, so the other cases and the reports survive it.
 /// Interrupted passes through.
 CaseResult run_planned(Backend& backend, const Problem& p, const RunOptions& opt) {
-  std::string refusal = memory_refusal(p, opt.reference_bits);
+  const int bits = opt.reference == ReferenceKind::fast ? 0 : opt.reference_bits;  // 0: the fast reference
+  std::string refusal = memory_refusal(p, bits);
   if (refusal.empty()) {
     try {
       return run_case(backend, p, opt);
     } catch (const std::bad_alloc&) {
       refusal = fmt::format("ran out of memory (std::bad_alloc); the estimate was {:.2f} GiB",
-                            memory_estimate_bytes(p, opt.reference_bits) / (1024.0 * 1024 * 1024));
+                            memory_estimate_bytes(p, bits) / (1024.0 * 1024 * 1024));
     }
   }
   CaseResult c;

@@ -135,10 +135,12 @@ void validate(const Problem& p);
 ///   bytes = 16 MiB
 ///         + numel · (calls · (dtype_size + 8)  +  100  [+ 16 backward]  [+ 16 at 256 bits])
 ///         + num_sets · calls · 224
+/// (40 instead of 100 B/element for the fast reference, reference_bits = 0)
 /// where calls = num_calls(p) (training steps and the compared call), 100 B/element covers the
 /// outputs, the reference (y or dx as double, x̂ at `reference_bits`, a set index) and the two
 /// tolerance arrays, and 224 B/set the per-set statistics (double and multi-precision).
 /// When the reference changes its storage, change the constants here.
+/// reference_bits: 0 for the fast reference, else the slow reference's 128 or 256.
 double memory_estimate_bytes(const Problem& p, int reference_bits = 128);
 
 /// Memory this process may still take, in bytes: MemAvailable from /proc/meminfo, else the
