@@ -1,39 +1,35 @@
 // normcheck — the double-double kernels of the fast reference, with their error bounds.
 //
-// Error-free transformations: TwoSum (Knuth 1969, TAOCP vol. 2 §4.2.2), FastTwoSum (Dekker 1971,
-// needs |a| ≥ |b| or a = 0), TwoProduct (Dekker 1971 with Veltkamp's splitting, or one FMA;
-// Ogita, Rump & Oishi 2005, "Accurate sum and dot product", SIAM J. Sci. Comput. 26(6), §2).
-// Double-word operations and their relative error bounds, u = 2^-53 (Joldes, Muller & Popescu
-// 2017, "Tight and rigorous error bounds for basic building blocks of double-word arithmetic",
-// ACM TOMS 44(2)):
-//   dd + double  (their Alg. 4, DWPlusFP)      ≤ 2u²
-//   dd + dd      (Alg. 6, AccurateDWPlusDW)    ≤ 3u² + 13u³
-//   dd × double  (Alg. 9, DWTimesFP3)          ≤ 2u²
-//   dd × dd      (Alg. 10, DWTimesDW1)         ≤ 7u²
-// valid when no underflow or overflow occurs; the fast reference checks that every value it
-// forms lies in [2^-960, 2^990] in magnitude or is 0, and otherwise takes the slow path.
-// The bounds are used with a margin (docs/reference.md §3). This file must be compiled without
-// contraction of a·b + c into an FMA (the build sets -ffp-contract=off for reference/).
+// The error-free transformations and the double-word additions are eft.hpp's (TwoSum, Fast2Sum,
+// JMP17 Alg. 4 dd + double ≤ 2u², Alg. 6 dd + dd ≤ 3u² + 13u³; Joldes, Muller & Popescu 2017,
+// "Tight and rigorous error bounds for basic building blocks of double-word arithmetic", ACM TOMS
+// 44(2)). What this file adds is the multiplications for the hot loop without a library FMA call
+// (the default x86-64 target has no FMA instruction, and eft.hpp's two_prod is std::fma):
+//   two_prod      Dekker 1971 with Veltkamp's splitting (exact for |a|, |b| < 2^996), or one FMA
+//                 where the target has it (__FMA__)
+//   dd × double   JMP17 Alg. 9 (≤ 2u²) with its one FMA replaced by a product and a sum: one more
+//                 rounding of a term of size ≤ u·|x·y|, so ≤ 2u² + u² = 3u²
+//   dd × dd       JMP17 Alg. 10 (≤ 7u²) likewise without FMA: ≤ 7u² + u² = 8u²
+// (u = 2^-53). The fast reference uses 2u² and 7u² for them and doubles every element's total
+// bound (docs/reference.md §3), which covers 3u² and 8u² with room for the second-order terms.
+// The bounds hold when no underflow or overflow occurs; the fast reference checks that every
+// value it forms lies in [2^-960, 2^990] in magnitude or is 0, and otherwise takes the slow
+// path. This file must be compiled without contraction of a·b + c into an FMA (the build sets
+// -ffp-contract=off for reference/).
 #pragma once
 
 #include <bit>
 #include <cmath>
 #include <cstdint>
 
+#include "normcheck/eft.hpp"
+
 namespace normcheck::dd {
 
-struct DD {
-  double hi = 0, lo = 0;
-};
+using DD = DoubleWord;
+using normcheck::fast_two_sum;
+using normcheck::two_sum;
 
-inline DD two_sum(double a, double b) {
-  const double s = a + b, bb = s - a;
-  return {s, (a - (s - bb)) + (b - bb)};
-}
-inline DD fast_two_sum(double a, double b) {
-  const double s = a + b;
-  return {s, b - (s - a)};
-}
 inline DD two_prod(double a, double b) {
   const double p = a * b;
 #ifdef __FMA__
@@ -47,24 +43,17 @@ inline DD two_prod(double a, double b) {
 #endif
 }
 
-/// Alg. 4 (DWPlusFP): relative error ≤ 2u².
-inline DD add(DD x, double y) {
-  const DD s = two_sum(x.hi, y);
-  return fast_two_sum(s.hi, x.lo + s.lo);
-}
-/// Alg. 6 (AccurateDWPlusDW): relative error ≤ 3u² + 13u³.
-inline DD add(DD x, DD y) {
-  const DD s = two_sum(x.hi, y.hi), t = two_sum(x.lo, y.lo);
-  const DD v = fast_two_sum(s.hi, s.lo + t.hi);
-  return fast_two_sum(v.hi, t.lo + v.lo);
-}
-inline DD neg(DD x) { return {-x.hi, -x.lo}; }
-/// Alg. 9 (DWTimesFP3): relative error ≤ 2u².
+/// JMP17 Alg. 4 (DWPlusFP): relative error ≤ 2u² (eft.hpp dw_add).
+inline DD add(DD x, double y) { return dw_add(x, y); }
+/// JMP17 Alg. 6 (AccurateDWPlusDW): relative error ≤ 3u² + 13u³ (eft.hpp dw_add).
+inline DD add(DD x, DD y) { return dw_add(x, y); }
+inline DD neg(DD x) { return dw_neg(x); }
+/// JMP17 Alg. 9 without FMA: relative error ≤ 3u² (see the file comment).
 inline DD mul(DD x, double y) {
   const DD c = two_prod(x.hi, y);
   return fast_two_sum(c.hi, x.lo * y + c.lo);
 }
-/// Alg. 10 (DWTimesDW1): relative error ≤ 7u².
+/// JMP17 Alg. 10 without FMA: relative error ≤ 8u² (see the file comment).
 inline DD mul(DD x, DD y) {
   const DD c = two_prod(x.hi, y.hi);
   const double tl = x.hi * y.lo, cl2 = x.lo * y.hi + tl;  // -ffp-contract=off keeps two roundings

@@ -366,14 +366,6 @@ struct Inputs {
   double beta_at(int64_t j) const { return affine() && part.has_beta ? in.beta[static_cast<size_t>(j)] : 0.0; }
 };
 
-/// Runs f(i) for every element i of set s, in increasing logical order.
-template <class F>
-void for_each_element(const Partition& part, int64_t s, const F& f) {
-  part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
-    for (int64_t i = first; i < first + len; ++i) f(i);
-  });
-}
-
 std::vector<double> forward_y(const Inputs& a, const std::vector<double>& x, const std::vector<Norm>& norm) {
   std::vector<double> y(x.size());
   parallel_for(a.part.num_sets, a.threads, [&](int64_t s) {
