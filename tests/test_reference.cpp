@@ -8,6 +8,7 @@
 #include "normcheck/data.hpp"
 #include "normcheck/generate.hpp"
 #include "normcheck/reference.hpp"
+#include "normcheck/runner.hpp"
 
 namespace normcheck {
 namespace {
@@ -163,17 +164,7 @@ Fixture generated(const std::string& desc) {
   Fixture f;
   f.p = parse_descriptor(desc);
   f.part = make_partition(f.p);
-  const GeneratedInputs g = generate_inputs(f.p, f.part);
-  for (const auto& b : g.batches) f.in.batches.push_back(b.to_vector());
-  f.in.dy = g.dy.to_vector();
-  f.in.gamma = g.gamma.to_vector();
-  f.in.beta = g.beta.to_vector();
-  f.in.running_mean = g.running_mean.to_vector();
-  f.in.running_var = g.running_var.to_vector();
-  f.in.eps = round_to(stats_dtype(f.p.dtype), f.p.eps);
-  const Convention& c = find_convention(f.p.convention);
-  f.in.batch_weight = round_to(stats_dtype(f.p.dtype), batch_weight(c, f.p.momentum));
-  f.in.running_var_unbiased = c.running_var_unbiased;
+  f.in = reference_inputs(f.p, generate_inputs(f.p, f.part));  // exactly what run_case gives the reference
   return f;
 }
 
