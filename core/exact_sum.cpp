@@ -9,6 +9,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace normcheck {
 namespace {
@@ -284,6 +285,15 @@ void ExactSum::add(const ExactSum& other) noexcept {
 
 void ExactSum::clear() noexcept { *this = ExactSum{}; }
 
+void ExactSum::negate() noexcept {
+  // −chunk keeps |chunk[i]| ≤ (count_ + 1)·(2^32 − 1); counting the negation as one add keeps
+  // the invariant's "count_ = 0 means chunks in [0, 2^32)" for the next propagation.
+  if (count_ >= kCarryLimit) normalize();
+  for (auto& c : chunk_) c = -c;
+  ++count_;
+  std::swap(pos_inf_, neg_inf_);
+}
+
 void ExactSum::add_special(double v) noexcept {
   if (std::isnan(v))
     nan_ = true;
@@ -384,10 +394,11 @@ ExactSumBuffer::ExactSumBuffer() noexcept {
 }
 
 void ExactSumBuffer::spill(unsigned b) noexcept {
-  spilled_.add_bucket(b, bucket_significands(b, frac_[b], kCapacity), kCapacity);
+  const bool neg = (b & 0x800u) != 0;
+  (neg ? spilled_neg_ : spilled_).add_bucket(b, bucket_significands(b, frac_[b], kCapacity), kCapacity);
+  (neg ? dirty_neg_ : dirty_) = true;
   frac_[b] = 0;
   left_[b] = kCapacity;  // still in touched_
-  dirty_ = true;
 }
 
 void ExactSumBuffer::flush_into(ExactSum& out) noexcept {
@@ -399,11 +410,35 @@ void ExactSumBuffer::flush_into(ExactSum& out) noexcept {
     left_[b] = kUntouched;
   }
   ntouched_ = 0;
-  if (dirty_) {
-    out.add(spilled_);
-    spilled_.clear();
-    dirty_ = false;
+  if (dirty_) out.add(spilled_), spilled_.clear();
+  if (dirty_neg_) out.add(spilled_neg_), spilled_neg_.clear();
+  dirty_ = dirty_neg_ = products_ = false;
+}
+
+bool ExactSumBuffer::flush_into(ExactSum& out, ExactSum& abs_out) noexcept {
+  if (products_) {
+    flush_into(out);
+    return false;
   }
+  for (int i = 0; i < ntouched_; ++i) {
+    const unsigned b = touched_[static_cast<std::size_t>(i)];
+    const auto used = static_cast<std::uint32_t>(kCapacity - left_[b]);
+    const u128 w = bucket_significands(b, frac_[b], used);
+    out.add_bucket(b, w, used);
+    abs_out.add_bucket(b & 0x7FFu, w, used);  // the same terms with the sign bit cleared
+    frac_[b] = 0;
+    left_[b] = kUntouched;
+  }
+  ntouched_ = 0;
+  if (dirty_) out.add(spilled_), abs_out.add(spilled_), spilled_.clear();
+  if (dirty_neg_) {
+    out.add(spilled_neg_);
+    spilled_neg_.negate();
+    abs_out.add(spilled_neg_);
+    spilled_neg_.clear();
+  }
+  dirty_ = dirty_neg_ = false;
+  return true;
 }
 
 }  // namespace normcheck

@@ -23,6 +23,7 @@
 
 #include "dd.hpp"
 #include "exact_scalars.hpp"
+#include "fast_kernels.hpp"
 #include "normcheck/error.hpp"
 #include "normcheck/exact_sum.hpp"
 #include "normcheck/interrupt.hpp"
@@ -126,13 +127,20 @@ inline bool short_significand(double v) {
   return (bits & ((std::uint64_t{1} << 27) - 1)) == 0 && ((e >= 523 && e <= 1523) || v == 0);
 }
 
+/// True when v is 0 or |v| ∈ [2^-300, 2^300]: a product of three such values neither overflows
+/// nor underflows, so TwoProduct of two of them by the third is exact.
+inline bool moderate(double v) {
+  const double a = std::fabs(v);
+  return a == 0 || (a >= 0x1p-300 && a <= 0x1p300);
+}
+
 /// Accumulates the exact sums of set s of x and fills its row of `out`.
 SetExact set_statistics(const Partition& part, const std::vector<double>& x, int64_t s, double eps,
                         SetStats& out) {
   ExactSum s1, s2, sabs;
   // Neal's large accumulators in front (one bucket add per term), one set per thread at a time.
-  thread_local ExactSumBuffer b1, b2, babs;
-  discard(b1), discard(b2), discard(babs);  // left over by an interrupted set, if any
+  thread_local ExactSumBuffer b1, b2;
+  discard(b1), discard(b2);  // left over by an interrupted set, if any
   double max_abs = 0;
   bool nan = false;
   // Σx² as Σ fl(x·x) while every x has at most 26 significant bits and |x| ∈ [2^-500, 2^500]
@@ -143,17 +151,15 @@ SetExact set_statistics(const Partition& part, const std::vector<double>& x, int
     for (int64_t k = 0; k < len; ++k) {
       if ((k & 0xFFFFF) == 0xFFFFF) poll_interrupt();
       const double v = p[k], a = std::fabs(v);
-      b1.add(v);
+      b1.add(v);  // Σ|x| comes from the same (per-sign) buckets at the flush
       b2.add(v * v);
-      babs.add(a);
       squares_exact &= short_significand(v);
       nan |= v != v;
       max_abs = a > max_abs ? a : max_abs;
     }
   });
-  b1.flush_into(s1);
+  b1.flush_into(s1, sabs);  // true: b1 holds no products
   b2.flush_into(s2);
-  babs.flush_into(sabs);
   if (!squares_exact) {
     s2.clear();
     part.sets.for_each_run(s, [&](int64_t first, int64_t len) {
@@ -352,6 +358,149 @@ double dx_slow(double x, double dy, double gm, const Norm& n, const BackCoef& k)
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Vectorized element-wise passes (fast_kernels.hpp): a run of elements at a time, NaN where a
+// kernel does not decide, then those elements through y_element / dx_element above.
+
+using kernels::Approx;
+constexpr Approx kUnavailable{kNaN, kNaN, kNaN};  ///< makes every kernel answer NaN (undecided)
+
+Approx approx(const DDValue& v) { return {v.hi, v.lo, v.err}; }
+
+/// Per-set scalars for the kernels; kUnavailable where a set takes the element-wise path
+/// (non-finite data, out-of-range scalars).
+struct SetScalars {
+  std::vector<Approx> mu, r, a, c;
+};
+
+template <bool kFma, bool kSetStep, bool kAffStep>
+[[gnu::always_inline]] inline void y_run(const double* x, const double* g, const double* b, const Approx* mu,
+                                         const Approx* r, int64_t n, double* y) {
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t s = kSetStep ? k : 0, j = kAffStep ? k : 0;
+    y[k] = kernels::y_element<kFma>(x[k], g[j], b[j], mu[s], r[s]);
+  }
+}
+
+template <bool kFma, bool kSetStep, bool kAffStep>
+[[gnu::always_inline]] inline void dx_run(const double* x, const double* dy, const double* g, const Approx* mu,
+                                          const Approx* r, const Approx* a, const Approx* c, int64_t n, double* dx) {
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t s = kSetStep ? k : 0, j = kAffStep ? k : 0;
+    dx[k] = kernels::dx_element<kFma>(x[k], dy[k], g[j], mu[s], r[s], a[s], c[s]);
+  }
+}
+
+/// Per-column running sums of LayerNorm / RMSNorm dgamma (g*) and dbeta (b*): high part, low
+/// part, error bound (column_row).
+struct ColumnSums {
+  double* gh;
+  double* gl;
+  double* ge;
+  double* bh;
+  double* bl;
+  double* be;
+};
+
+/// One row of LayerNorm / RMSNorm dgamma and dbeta terms over columns [0, n): cascaded sums
+/// (TwoSum of the high parts, the low parts summed) with their error bounds, docs/reference.md §3.4.
+template <bool kFma>
+[[gnu::always_inline]] inline void column_row(const double* __restrict x, const double* __restrict dy, const Approx& mu,
+                                              const Approx& r, int64_t n, double* __restrict gh, double* __restrict gl,
+                                              double* __restrict ge, double* __restrict bh, double* __restrict bl,
+                                              double* __restrict be) {
+  const Approx m = mu, q = r;
+  for (int64_t k = 0; k < n; ++k) {
+    double th, tl, te, e, e2;
+    kernels::dgamma_term<kFma>(x[k], dy[k], m, q, th, tl, te);
+    kernels::two_sum(gh[k], th, gh[k], e);
+    const double v = e + tl, l = gl[k] + v;
+    gl[k] = l;
+    ge[k] += te + kernels::kU * (std::fabs(v) + std::fabs(l));
+    kernels::two_sum(bh[k], dy[k], bh[k], e2);
+    const double lb = bl[k] + e2;
+    bl[k] = lb;
+    be[k] += kernels::kU * std::fabs(lb);
+  }
+}
+
+using YRun = void (*)(const double*, const double*, const double*, const Approx*, const Approx*, int64_t, double*);
+using DxRun = void (*)(const double*, const double*, const double*, const Approx*, const Approx*, const Approx*,
+                       const Approx*, int64_t, double*);
+using ColumnRow = void (*)(const double*, const double*, const Approx&, const Approx&, int64_t, double*, double*, double*,
+                           double*, double*, double*);
+
+template <bool kSetStep, bool kAffStep>
+void y_run_portable(const double* x, const double* g, const double* b, const Approx* mu, const Approx* r, int64_t n,
+                    double* y) {
+  y_run<false, kSetStep, kAffStep>(x, g, b, mu, r, n, y);
+}
+template <bool kSetStep, bool kAffStep>
+void dx_run_portable(const double* x, const double* dy, const double* g, const Approx* mu, const Approx* r,
+                     const Approx* a, const Approx* c, int64_t n, double* dx) {
+  dx_run<false, kSetStep, kAffStep>(x, dy, g, mu, r, a, c, n, dx);
+}
+void column_row_portable(const double* x, const double* dy, const Approx& mu, const Approx& r, int64_t n, double* gh,
+                         double* gl, double* ge, double* bh, double* bl, double* be) {
+  column_row<false>(x, dy, mu, r, n, gh, gl, ge, bh, bl, be);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NORMCHECK_HAVE_FMA_KERNELS 1
+// The same loops compiled for AVX2 + FMA (the kernels' always_inline bodies take the caller's
+// target); chosen at run time only where the CPU has both.
+template <bool kSetStep, bool kAffStep>
+[[gnu::target("avx2,fma")]] void y_run_fma(const double* x, const double* g, const double* b, const Approx* mu,
+                                           const Approx* r, int64_t n, double* y) {
+  y_run<true, kSetStep, kAffStep>(x, g, b, mu, r, n, y);
+}
+template <bool kSetStep, bool kAffStep>
+[[gnu::target("avx2,fma")]] void dx_run_fma(const double* x, const double* dy, const double* g, const Approx* mu,
+                                            const Approx* r, const Approx* a, const Approx* c, int64_t n, double* dx) {
+  dx_run<true, kSetStep, kAffStep>(x, dy, g, mu, r, a, c, n, dx);
+}
+[[gnu::target("avx2,fma")]] void column_row_fma(const double* x, const double* dy, const Approx& mu, const Approx& r,
+                                                int64_t n, double* gh, double* gl, double* ge, double* bh, double* bl,
+                                                double* be) {
+  column_row<true>(x, dy, mu, r, n, gh, gl, ge, bh, bl, be);
+}
+#endif
+
+/// The kernels in use, indexed [set_step][affine_step].
+struct KernelTable {
+  YRun y[2][2];
+  DxRun dx[2][2];
+  ColumnRow column;
+  bool fma;
+};
+
+constexpr KernelTable kPortable{{{y_run_portable<false, false>, y_run_portable<false, true>},
+                                 {y_run_portable<true, false>, y_run_portable<true, true>}},
+                                {{dx_run_portable<false, false>, dx_run_portable<false, true>},
+                                 {dx_run_portable<true, false>, dx_run_portable<true, true>}},
+                                column_row_portable,
+                                false};
+#ifdef NORMCHECK_HAVE_FMA_KERNELS
+constexpr KernelTable kFmaKernels{{{y_run_fma<false, false>, y_run_fma<false, true>},
+                                   {y_run_fma<true, false>, y_run_fma<true, true>}},
+                                  {{dx_run_fma<false, false>, dx_run_fma<false, true>},
+                                   {dx_run_fma<true, false>, dx_run_fma<true, true>}},
+                                  column_row_fma,
+                                  true};
+#endif
+
+std::atomic<KernelIsa> g_isa{KernelIsa::automatic};
+
+const KernelTable& kernel_table() {
+#ifdef NORMCHECK_HAVE_FMA_KERNELS
+  static const bool cpu_has_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (cpu_has_fma && g_isa.load(std::memory_order_relaxed) == KernelIsa::automatic) return kFmaKernels;
+#endif
+  return kPortable;
+}
+
+// ---------------------------------------------------------------------------------------------
+
 struct Inputs {
   const Problem& p;
   const Partition& part;
@@ -366,15 +515,81 @@ struct Inputs {
   double beta_at(int64_t j) const { return affine() && part.has_beta ? in.beta[static_cast<size_t>(j)] : 0.0; }
 };
 
+/// gamma and beta as the kernels read them: entry j of the arrays (beta all 0 for rms_norm), or
+/// the constants 1 and 0 without affine (then every segment reads them with affine_step false).
+struct AffineRows {
+  explicit AffineRows(const Inputs& a) : affine_(a.affine()) {
+    if (affine_ && !a.part.has_beta) zeros_.assign(a.in.gamma.size(), 0.0);
+    g_ = affine_ ? a.in.gamma.data() : &one_;
+    b_ = !affine_ ? &zero_ : a.part.has_beta ? a.in.beta.data() : zeros_.data();
+  }
+  const double* gamma(int64_t j) const { return affine_ ? g_ + j : g_; }
+  const double* beta(int64_t j) const { return affine_ ? b_ + j : b_; }
+
+ private:
+  bool affine_;
+  double one_ = 1.0, zero_ = 0.0;
+  std::vector<double> zeros_;
+  const double* g_;
+  const double* b_;
+};
+
+/// The kernels' per-set scalars from the exact ones (coef: the backward's a, c, or null).
+SetScalars set_scalars(const std::vector<Norm>& norm, const std::vector<const BackCoef*>* coef) {
+  SetScalars sc;
+  const size_t n = norm.size();
+  sc.mu.assign(n, kUnavailable);
+  sc.r.assign(n, kUnavailable);
+  if (coef) sc.a.assign(n, kUnavailable), sc.c.assign(n, kUnavailable);
+  for (size_t s = 0; s < n; ++s) {
+    const Norm& k = norm[s];
+    if (k.special || !k.fast) continue;
+    if (coef && !(*coef)[s]->fast) continue;
+    sc.mu[s] = approx(k.mu_dd);
+    sc.r[s] = approx(k.r_dd);
+    if (coef) sc.a[s] = approx((*coef)[s]->a_dd), sc.c[s] = approx((*coef)[s]->c_dd);
+  }
+  return sc;
+}
+
+/// Calls f(i, n, s, set_step, j, affine_step) for consecutive segments [i, i + n) of [lo, hi)
+/// (logical order) on which the reduction set is s + k·set_step and the gamma/beta entry
+/// j + k·affine_step for k < n: every op's partition has one of these forms (partition.hpp).
+template <class F>
+void for_each_segment(const Partition& part, int64_t lo, int64_t hi, const F& f) {
+  const StridedSets &S = part.sets, &A = part.affine;
+  for (int64_t i = lo; i < hi;) {
+    const int64_t s = S.of(i), j = A.of(i);
+    int64_t n = hi - i;
+    n = std::min(n, S.div == 1 ? S.count - s : S.div - i % S.div);
+    n = std::min(n, A.div == 1 ? A.count - j : A.div - i % A.div);
+    f(i, n, s, S.div == 1, j, A.div == 1);
+    i += n;
+  }
+}
+
+/// Elements per task of the element-wise passes (and per interrupt poll).
+constexpr int64_t kChunk = int64_t{1} << 15;
+
 std::vector<double> forward_y(const Inputs& a, const std::vector<double>& x, const std::vector<Norm>& norm) {
+  const SetScalars sc = set_scalars(norm, nullptr);
+  const AffineRows ar(a);
+  const KernelTable& kt = kernel_table();
   std::vector<double> y(x.size());
-  parallel_for(a.part.num_sets, a.threads, [&](int64_t s) {
+  const auto numel = static_cast<int64_t>(x.size());
+  parallel_for((numel + kChunk - 1) / kChunk, a.threads, [&](int64_t c) {
     poll_interrupt();
-    const Norm& n = norm[static_cast<size_t>(s)];
-    for_each_in_set(a.part, s, [&](int64_t i, int64_t j) {
-      if ((i & 0xFFFFF) == 0) poll_interrupt();  // a set of 10^8 elements still stops within ~1 s
-      y[static_cast<size_t>(i)] = y_element(x[i], a.gamma_at(j), a.beta_at(j), n);
+    const int64_t lo = c * kChunk, hi = std::min(numel, lo + kChunk);
+    for_each_segment(a.part, lo, hi, [&](int64_t i, int64_t n, int64_t s, bool ss, int64_t j, bool as) {
+      const bool step = as && a.affine();
+      kt.y[ss][step](x.data() + i, ar.gamma(j), ar.beta(j), &sc.mu[static_cast<size_t>(s)],
+                     &sc.r[static_cast<size_t>(s)], n, y.data() + i);
     });
+    for (int64_t i = lo; i < hi; ++i)  // undecided: the element-wise path
+      if (std::isnan(y[static_cast<size_t>(i)])) {
+        const int64_t j = a.part.affine_of(i);
+        y[static_cast<size_t>(i)] = y_element(x[i], a.gamma_at(j), a.beta_at(j), norm[static_cast<size_t>(a.part.set_of(i))]);
+      }
   });
   return y;
 }
@@ -437,11 +652,23 @@ SetBackward set_backward(const Inputs& a, const std::vector<double>& x, int64_t 
     flush();
   } else {
     ExactSum s1, s2;
+    thread_local ExactSumBuffer b1, b2;
+    discard(b1), discard(b2);
     for_each_in_set(part, s, [&](int64_t i, int64_t j) {
       const double g = a.gamma_at(j);
-      s1.add_product(dy[i], g);
-      s2.add_product(dy[i], g, x[i]);
+      if (short_significand(dy[i]) && short_significand(g) && moderate(dy[i]) && moderate(g) && moderate(x[i])) {
+        const double p = dy[i] * g;             // exact: two significands of ≤ 26 bits
+        const DD px = dd::two_prod(p, x[i]);    // exact: no overflow or underflow in range
+        b1.add(p);
+        b2.add(px.hi);
+        b2.add(px.lo);
+      } else {
+        s1.add_product(dy[i], g);
+        s2.add_product(dy[i], g, x[i]);
+      }
     });
+    b1.flush_into(s1);
+    b2.flush_into(s2);
     if (!s1.has_nan() && !s1.has_pos_inf() && !s1.has_neg_inf()) sg = exact::to_rational(s1);
     if (!s2.has_nan() && !s2.has_pos_inf() && !s2.has_neg_inf()) sgx = exact::to_rational(s2);
   }
@@ -603,31 +830,75 @@ double decide_column(const Inputs& a, const std::vector<double>& x, int64_t j, c
   return column_slow(a, x, j, norm);
 }
 
+/// The exact dbeta of column j (Σ over the rows of dy), correctly rounded.
+double column_dbeta_exact(const Inputs& a, int64_t j) {
+  const StridedSets& aff = a.part.affine;
+  ExactSum sum;
+  for (int64_t k = 0; k < aff.size(); ++k) sum.add(a.in.dy[static_cast<size_t>(aff.member(j, k))]);
+  return sum.round();
+}
+
+/// Columns [j0, j1) of layer_norm / rms_norm dgamma and dbeta by the old per-column exact sums
+/// (ExactSum): the path for a batch with a non-finite or out-of-range set.
+void column_block_exact(const Inputs& a, const std::vector<double>& x, const std::vector<Norm>& norm, int64_t j0,
+                        int64_t j1, ReferenceResult& res) {
+  const StridedSets& aff = a.part.affine;
+  std::vector<Column> cols(static_cast<size_t>(j1 - j0));
+  for (int64_t r = 0; r < aff.runs; ++r) {
+    if ((r & 1023) == 0) poll_interrupt();
+    const Norm& n = norm[static_cast<size_t>(a.part.set_of(r * aff.run_stride))];
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t i = j + r * aff.run_stride;
+      column_term(cols[static_cast<size_t>(j - j0)], x[i], a.in.dy[i], n);
+    }
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    const Column& c = cols[static_cast<size_t>(j - j0)];
+    res.dgamma[static_cast<size_t>(j)] = decide_column(a, x, j, c, norm);
+    if (a.part.has_beta) res.dbeta[static_cast<size_t>(j)] = c.dbeta.round();
+  }
+}
+
+/// Columns [j0, j1) by the kernels: per column a cascaded double-double sum of the rows' terms
+/// with its bound (fast_kernels.hpp dgamma_term, §3.4), decided; undecided columns exactly.
+void column_block_fast(const Inputs& a, const std::vector<double>& x, const SetScalars& sc, const std::vector<Norm>& norm,
+                       int64_t j0, int64_t j1, ReferenceResult& res) {
+  const StridedSets& aff = a.part.affine;
+  const auto n = static_cast<size_t>(j1 - j0);
+  std::vector<double> buf(6 * n, 0.0);
+  const ColumnSums cs{buf.data(), buf.data() + n, buf.data() + 2 * n, buf.data() + 3 * n, buf.data() + 4 * n,
+                      buf.data() + 5 * n};
+  const ColumnRow row = kernel_table().column;
+  for (int64_t r = 0; r < aff.runs; ++r) {
+    if ((r & 1023) == 0) poll_interrupt();
+    const auto s = static_cast<size_t>(a.part.set_of(r * aff.run_stride));
+    const int64_t i = j0 + r * aff.run_stride;
+    row(x.data() + i, a.in.dy.data() + i, sc.mu[s], sc.r[s], j1 - j0, cs.gh, cs.gl, cs.ge, cs.bh, cs.bl, cs.be);
+  }
+  for (size_t k = 0; k < n; ++k) {
+    const int64_t j = j0 + static_cast<int64_t>(k);
+    const double g = kernels::decide(cs.gh[k], cs.gl[k], cs.ge[k]);
+    res.dgamma[static_cast<size_t>(j)] = std::isnan(g) ? column_slow(a, x, j, norm) : g;
+    if (!a.part.has_beta) continue;
+    const double b = kernels::decide(cs.bh[k], cs.bl[k], cs.be[k]);
+    res.dbeta[static_cast<size_t>(j)] = std::isnan(b) ? column_dbeta_exact(a, j) : b;
+  }
+}
+
 /// dgamma and dbeta of layer_norm / rms_norm: columns in blocks, every row of a block at once.
 void affine_grads_by_columns(const Inputs& a, const std::vector<double>& x, const std::vector<Norm>& norm,
                              ReferenceResult& res) {
-  const StridedSets& aff = a.part.affine;  // entry j: elements j + k·inner, k over the rows
-  const int64_t entries = aff.count, rows = aff.runs;
-  constexpr int64_t kBlock = 64;
+  const int64_t entries = a.part.affine.count;
+  constexpr int64_t kBlock = 256;
   const int64_t blocks = (entries + kBlock - 1) / kBlock;
   res.dgamma.assign(static_cast<size_t>(entries), 0.0);
   if (a.part.has_beta) res.dbeta.assign(static_cast<size_t>(entries), 0.0);
+  const SetScalars sc = set_scalars(norm, nullptr);
+  const bool fast = std::all_of(sc.mu.begin(), sc.mu.end(), [](const Approx& v) { return !std::isnan(v.hi); });
   parallel_for(blocks, a.threads, [&](int64_t b) {
     const int64_t j0 = b * kBlock, j1 = std::min(entries, j0 + kBlock);
-    std::vector<Column> cols(static_cast<size_t>(j1 - j0));
-    for (int64_t r = 0; r < rows; ++r) {
-      if ((r & 1023) == 0) poll_interrupt();
-      const Norm& n = norm[static_cast<size_t>(a.part.set_of(r * aff.run_stride))];
-      for (int64_t j = j0; j < j1; ++j) {
-        const int64_t i = j + r * aff.run_stride;
-        column_term(cols[static_cast<size_t>(j - j0)], x[i], a.in.dy[i], n);
-      }
-    }
-    for (int64_t j = j0; j < j1; ++j) {
-      const Column& c = cols[static_cast<size_t>(j - j0)];
-      res.dgamma[static_cast<size_t>(j)] = decide_column(a, x, j, c, norm);
-      if (a.part.has_beta) res.dbeta[static_cast<size_t>(j)] = c.dbeta.round();
-    }
+    if (fast) column_block_fast(a, x, sc, norm, j0, j1, res);
+    else column_block_exact(a, x, norm, j0, j1, res);
   });
 }
 
@@ -640,14 +911,27 @@ void backward(const Inputs& a, const std::vector<double>& x, const std::vector<N
     sb[static_cast<size_t>(s)] = set_backward(a, x, s, norm[static_cast<size_t>(s)], global);
   });
   res.dx.assign(x.size(), 0.0);
-  parallel_for(part.num_sets, a.threads, [&](int64_t s) {
+  std::vector<const BackCoef*> coef(sb.size());
+  for (size_t s = 0; s < sb.size(); ++s) coef[s] = &sb[s].coef;
+  const SetScalars sc = set_scalars(norm, &coef);
+  const AffineRows ar(a);
+  const KernelTable& kt = kernel_table();
+  const auto numel = static_cast<int64_t>(x.size());
+  const double* dy = a.in.dy.data();
+  parallel_for((numel + kChunk - 1) / kChunk, a.threads, [&](int64_t c) {
     poll_interrupt();
-    const Norm& n = norm[static_cast<size_t>(s)];
-    const BackCoef& k = sb[static_cast<size_t>(s)].coef;
-    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
-      if ((i & 0xFFFFF) == 0) poll_interrupt();
-      res.dx[static_cast<size_t>(i)] = dx_element(x[i], a.in.dy[i], a.gamma_at(j), n, k, global);
+    const int64_t lo = c * kChunk, hi = std::min(numel, lo + kChunk);
+    for_each_segment(part, lo, hi, [&](int64_t i, int64_t n, int64_t s, bool ss, int64_t j, bool as) {
+      const auto si = static_cast<size_t>(s);
+      kt.dx[ss][as && a.affine()](x.data() + i, dy + i, ar.gamma(j), &sc.mu[si], &sc.r[si], &sc.a[si], &sc.c[si], n,
+                                  res.dx.data() + i);
     });
+    for (int64_t i = lo; i < hi; ++i)  // undecided: the element-wise path
+      if (std::isnan(res.dx[static_cast<size_t>(i)])) {
+        const auto s = static_cast<size_t>(part.set_of(i));
+        res.dx[static_cast<size_t>(i)] =
+            dx_element(x[i], dy[i], a.gamma_at(part.affine_of(i)), norm[s], sb[s].coef, global);
+      }
   });
   if (!a.affine()) return;
   if (a.by_cells()) affine_grads_from_cells(a, sb, norm, res);
@@ -720,6 +1004,9 @@ std::vector<Norm> normalization(const Problem& p, const Partition& part, const R
 }
 
 }  // namespace
+
+void set_fast_reference_kernels(KernelIsa isa) { g_isa.store(isa, std::memory_order_relaxed); }
+bool fast_reference_uses_fma() { return kernel_table().fma; }
 
 ReferenceResult fast_reference_run(const Problem& p, const Partition& part, const ReferenceInputs& in, int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -266,6 +266,64 @@ TEST(ExactSumBuffer, FlushedSumsAgainstMpfr) {
   EXPECT_FALSE(c.has_nan());
 }
 
+TEST(ExactSumBuffer, FlushWithAbsoluteValuesAgainstMpfr) {
+  // Σv and Σ|v| from one buffer: both signs of every exponent, spills of full buckets of each
+  // sign (more than 4095 terms of one sign and exponent field), subnormals and ±0; the expected
+  // values come from MPFR sums of v and of fabs(v) (independent of the buckets).
+  std::mt19937_64 rng(16);
+  normcheck::ExactSumBuffer buf;
+  for (int set = 0; set < 4; ++set) {
+    ExactSum sum, abs_sum;
+    Reference ref, ref_abs;
+    const int n = set < 2 ? 30000 : 500;
+    for (int i = 0; i < n; ++i) {
+      double v;
+      switch (i % 5) {
+        case 0: v = random_double(rng); break;
+        case 1: v = random_double(rng, 0, 1); break;
+        case 2: v = std::abs(random_double(rng, 1030, 1030)); break;    // one positive bucket: spills
+        case 3: v = -std::abs(random_double(rng, 1029, 1029)); break;   // one negative bucket: spills
+        default: v = i % 10 == 4 ? -0.0 : 0.0; break;
+      }
+      buf.add(v);
+      ref.add(v);
+      ref_abs.add(std::fabs(v));
+    }
+    ASSERT_TRUE(buf.flush_into(sum, abs_sum));
+    expect_matches(sum, ref);
+    expect_matches(abs_sum, ref_abs);
+  }
+  // Specials: −inf counts as +inf in Σ|v|; a product since the last flush makes Σ|v| unknown.
+  buf.add(-std::numeric_limits<double>::infinity());
+  buf.add(2.0);
+  ExactSum s, a;
+  ASSERT_TRUE(buf.flush_into(s, a));
+  EXPECT_EQ(s.round(), -std::numeric_limits<double>::infinity());
+  EXPECT_EQ(a.round(), std::numeric_limits<double>::infinity());
+  buf.add(-1.0);
+  buf.add_product(3.0, -2.0);
+  ExactSum s2, a2;
+  EXPECT_FALSE(buf.flush_into(s2, a2));
+  EXPECT_EQ(s2.round(), -7.0);  // hand: −1 + 3·(−2)
+  EXPECT_TRUE(a2.is_zero());    // untouched
+}
+
+TEST(ExactSum, NegateAgainstHandValues) {
+  ExactSum s;
+  s.add(1e300);
+  s.add(-3.0);
+  s.add(0x1p-1074);
+  s.negate();
+  ExactSum t;  // −(1e300 − 3 + 2^-1074) + 1e300 = 3 − 2^-1074, rounds to 3
+  t.add(s);
+  t.add(1e300);
+  EXPECT_EQ(t.round(), 3.0);
+  EXPECT_EQ(s.sign(), -1);
+  s.add(std::numeric_limits<double>::infinity());
+  s.negate();
+  EXPECT_TRUE(s.has_neg_inf() && !s.has_pos_inf());
+}
+
 TEST(ExactSum, PairsCancelToExactZeroInAnyOrder) {
   std::mt19937_64 rng(3);
   std::vector<double> v;

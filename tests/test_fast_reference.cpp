@@ -118,6 +118,41 @@ TEST(FastReference, EqualsSlowOnEverySuiteCaseInEveryDtype) {
   EXPECT_EQ(t.mismatches, 0);
 }
 
+// The FMA (AVX2) and the portable kernels (fast_kernels.hpp) differ in every rounding of their
+// low parts, yet each returns either the correctly rounded value or "undecided": their outputs
+// must agree bit for bit. With the test above (automatic kernels == slow reference) this makes
+// the portable kernels equal the slow reference on the same cases.
+TEST(FastReference, PortableAndFmaKernelsAgreeBitForBit) {
+  if (!fast_reference_uses_fma()) {
+    std::printf("[ info     ] this CPU has no AVX2+FMA: only the portable kernels run here, nothing to compare\n");
+    GTEST_SKIP() << "no AVX2+FMA on this CPU: the FMA kernels cannot run";
+  }
+  Tally t;
+  int cases = 0;
+  for (const auto& name : builtin_suite_names()) {
+    const Suite suite = load_suite(name);
+    if (suite.throughput) continue;
+    for (const auto& sc : suite.cases)
+      for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+        Problem p = parse_descriptor(sc.descriptor);
+        p.dtype = dt;
+        if (p.numel() > (int64_t{1} << 18)) break;
+        const Case c = generated(p);
+        const ReferenceResult fma = fast_reference_run(c.p, c.part, c.in, 1);
+        set_fast_reference_kernels(KernelIsa::portable);
+        const bool portable = !fast_reference_uses_fma();
+        const ReferenceResult plain = fast_reference_run(c.p, c.part, c.in, 1);
+        set_fast_reference_kernels(KernelIsa::automatic);
+        ASSERT_TRUE(portable);
+        compare_all(to_descriptor(c.p), fma, plain, 0, t);
+        ++cases;
+      }
+  }
+  std::printf("[ info     ] %d cases, %ld output elements, %ld mismatches\n", cases, t.elements, t.mismatches);
+  EXPECT_GE(cases, 400);
+  EXPECT_EQ(t.mismatches, 0);
+}
+
 TEST(FastReference, ThreadCountDoesNotChangeABit) {
   for (const char* d : {"layer_norm,pass=backward_training,shape=64x300", "group_norm,pass=backward_training,shape=4x12x9x7,groups=3",
                         "batch_norm,pass=forward_training,shape=8x5x6x6,steps=3"}) {

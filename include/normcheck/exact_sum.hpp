@@ -160,6 +160,9 @@ class ExactSum {
   /// Back to the empty sum (+0, no specials).
   void clear() noexcept;
 
+  /// Replaces the sum by its negation (+inf and −inf flags swapped). O(kChunks).
+  void negate() noexcept;
+
   /// True when the exact finite sum is 0. O(kChunks).
   bool is_zero() const noexcept { return sign() == 0; }
   /// −1, 0 or +1: the sign of the exact finite sum. O(kChunks).
@@ -279,15 +282,20 @@ class ExactSumBuffer {
   /// already: add(double(x)·y) takes the bucket path.
   void add_product(double a, double b) noexcept {
     spilled_.add_product(a, b);
-    dirty_ = true;
+    dirty_ = products_ = true;
   }
   /// Adds a·b·c exactly: ExactSum::add_product (159-bit integer product).
   void add_product(double a, double b, double c) noexcept {
     spilled_.add_product(a, b, c);
-    dirty_ = true;
+    dirty_ = products_ = true;
   }
   /// Adds the buffered sum to out (exactly, specials included) and empties the buffer.
   void flush_into(ExactSum& out) noexcept;
+  /// The same, and adds the sum of the absolute values of the terms added by add(double) to
+  /// abs_out, from the same buckets (they are per sign, so Σ|v| costs no extra add per term):
+  /// −inf counts as +inf, NaN as NaN. Precondition: no add_product since the last flush (its
+  /// terms' signs are not kept); returns false, with abs_out unchanged, when it was violated.
+  bool flush_into(ExactSum& out, ExactSum& abs_out) noexcept;
 
  private:
   static constexpr int kBuckets = 4096;
@@ -311,8 +319,11 @@ class ExactSumBuffer {
   std::array<std::int16_t, kBuckets> left_;
   std::array<std::uint16_t, kBuckets> touched_;  ///< each bucket at most once
   int ntouched_ = 0;
-  bool dirty_ = false;  ///< spilled_ holds something
-  ExactSum spilled_;    ///< full buckets and products, until the next flush
+  bool dirty_ = false;      ///< spilled_ holds something
+  bool dirty_neg_ = false;  ///< spilled_neg_ holds something
+  bool products_ = false;   ///< add_product was called since the last flush
+  ExactSum spilled_;        ///< full buckets of positive terms and products, until the next flush
+  ExactSum spilled_neg_;    ///< full buckets of negative terms (sign bit set), until the next flush
 };
 
 inline void ExactSum::to_mpfr(mpfr_t out) const {

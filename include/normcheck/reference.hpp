@@ -84,6 +84,15 @@ ReferenceResult reference_run(const Problem& p, const Partition& part, const Ref
 ReferenceResult fast_reference_run(const Problem& p, const Partition& part, const ReferenceInputs& in,
                                    int threads = 1);
 
+/// The per-element kernels of the fast reference (reference/fast_kernels.hpp): `automatic` uses
+/// the FMA and AVX2 instantiation where the CPU has both (x86-64, checked at run time), `portable`
+/// the one without FMA. Outputs are bit-identical either way (each kernel returns the correctly
+/// rounded value or defers to the element-wise path); tests run both. Process-wide; thread-safe.
+enum class KernelIsa { automatic, portable };
+void set_fast_reference_kernels(KernelIsa isa);
+/// True when the fast reference currently runs the FMA instantiation.
+bool fast_reference_uses_fma();
+
 /// Which reference a run uses: `fast` (default) or `slow` (reference_run at reference_bits).
 enum class ReferenceKind { fast, slow };
 
