@@ -35,10 +35,16 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> dims, Layout layout)
     strides_[order[k]] = s;
     s *= dims_[order[k]];
   }
+  int64_t inner = 1;  // row-major: stride of d = product of the extents after d (extent-1 dims aside)
+  for (int d = r - 1; d >= 0; --d) {
+    if (dims_[d] > 1 && strides_[d] != inner) row_major_ = false;
+    inner *= dims_[d];
+  }
   storage_.assign(static_cast<size_t>(numel_) * dtype_size(dtype_), 0);
 }
 
 int64_t Tensor::offset_of(int64_t i) const {
+  if (row_major_) return i * static_cast<int64_t>(dtype_size(dtype_));
   int64_t off = 0;
   for (int d = static_cast<int>(dims_.size()) - 1; d >= 0; --d) {
     off += (i % dims_[d]) * strides_[d];

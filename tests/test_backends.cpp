@@ -116,6 +116,18 @@ TEST(NaiveF32, HugeMeanCaseIsReportedAsAWeakCheck) {
   EXPECT_GT(r.condition_number, 1e5);
 }
 
+TEST(Layouts, TensorOffsetsByHand) {
+  // Element (n=1, c=2, h=1, w=0) of a 2x3x2x2 f32 tensor: logical index ((1·3+2)·2+1)·2+0 = 22;
+  // NCHW offset 22·4 bytes, NHWC ((1·2+1)·2+0)·3+2 = 20 elements = 80 bytes.
+  const Tensor nchw(DType::f32, {2, 3, 2, 2}, Layout::nchw), nhwc(DType::f32, {2, 3, 2, 2}, Layout::nhwc);
+  EXPECT_EQ(nchw.offset_of(22), 88);
+  EXPECT_EQ(nhwc.offset_of(22), 80);
+  EXPECT_EQ(nhwc.offset_of(1), 12);  // (0,0,0,1): w·C = 3 elements
+  // NHWC with one channel is row-major: offsets equal logical indices (f64: 8 bytes each).
+  const Tensor one(DType::f64, {2, 1, 2, 2}, Layout::nhwc);
+  for (int64_t i = 0; i < 8; ++i) EXPECT_EQ(one.offset_of(i), 8 * i);
+}
+
 TEST(Layouts, NchwAndNhwcGiveTheSameValues) {
   auto b = make_naive_backend();
   for (const char* d : {"batch_norm,shape=2x5x3x4", "group_norm,shape=2x6x3x4,groups=2,pass=backward_training"}) {

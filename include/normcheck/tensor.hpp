@@ -43,6 +43,7 @@ class Tensor {
   DType dtype_ = DType::f32;
   std::vector<int64_t> dims_, strides_;
   int64_t numel_ = 0;
+  bool row_major_ = true;  ///< physical order = logical order: offset_of(i) = i·element size
   std::vector<unsigned char> storage_;
 };
 
