@@ -1,6 +1,7 @@
 // The comparison rule. Derivation: docs/comparison.md, after shared/research/tolerance-model.md §2
 // (first-order error bounds; Higham 2002 §3.1 and §4.2 for γ_k and summation depth).
 #include "normcheck/compare.hpp"
+#include "normcheck/parallel.hpp"
 
 #include <fmt/format.h>
 
@@ -152,17 +153,19 @@ std::string_view to_string(BudgetTerm t) {
   return "?";
 }
 
-TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
-                                const std::vector<double>& ref, const std::vector<double>& got,
-                                const TensorBudget& budget, bool undefined_all) {
+namespace {
+
+/// compare_tensor over elements [lo, hi): the counts and maxima of that range, and its worst
+/// element (the first with the largest ratio).
+TensorComparison compare_range(const TensorComparison& shape, const std::vector<double>& ref,
+                               const std::vector<double>& got, const TensorBudget& budget, bool undefined_all,
+                               int64_t lo, int64_t hi) {
   TensorComparison c;
-  c.name = std::move(name);
-  c.dtype = dtype;
-  c.dims = std::move(dims);
-  c.numel = static_cast<int64_t>(ref.size());
+  c.dtype = shape.dtype;
+  const DType dtype = shape.dtype;
   const std::vector<double>& tol = *budget.worst_case;
   auto term_of = [&](int64_t i) { return budget.terms ? (*budget.terms)[i] : budget.term; };
-  for (int64_t i = 0; i < c.numel; ++i) {
+  for (int64_t i = lo; i < hi; ++i) {
     if ((i & 0xfffff) == 0) poll_interrupt();  // Ctrl-C honoured within ~1e6 elements
     const double r = ref[i], g = got[i];
     if (undefined_all || (budget.nonfinite_reference_undefined && !std::isfinite(r))) {
@@ -195,11 +198,51 @@ TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64
     c.max_ulp = std::fmax(c.max_ulp, ulp_distance(dtype, r, g));
     if (c.worst.index < 0 || ratio > c.worst_ratio) {
       c.worst_ratio = ratio;
-      c.worst = {i, coords_of(i, c.dims), g, r, err, tol[i]};
+      c.worst = {i, coords_of(i, shape.dims), g, r, err, tol[i]};
       // The output rounding dominates where it is at least half of the tolerance.
       c.dominant = std::isfinite(r) && 2 * half_ulp(dtype, r) >= tol[i] ? BudgetTerm::output_rounding : term_of(i);
     }
   }
+  return c;
+}
+
+/// Adds range b (which follows a's elements) into a: the same result as one pass over both.
+void merge_range(TensorComparison& a, const TensorComparison& b) {
+  a.over_tolerance += b.over_tolerance;
+  a.nonfinite_mismatch += b.nonfinite_mismatch;
+  a.undefined += b.undefined;
+  a.over_probabilistic += b.over_probabilistic;
+  a.max_abs_err = std::fmax(a.max_abs_err, b.max_abs_err);
+  a.max_rel_err = std::fmax(a.max_rel_err, b.max_rel_err);
+  a.max_ulp = std::fmax(a.max_ulp, b.max_ulp);
+  a.worst_ratio_prob = std::fmax(a.worst_ratio_prob, b.worst_ratio_prob);
+  a.worst_ratio_acc = std::fmax(a.worst_ratio_acc, b.worst_ratio_acc);
+  if (b.worst.index >= 0 && (a.worst.index < 0 || b.worst_ratio > a.worst_ratio)) {
+    a.worst_ratio = b.worst_ratio;
+    a.worst = b.worst;
+    a.dominant = b.dominant;
+  }
+}
+
+}  // namespace
+
+TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
+                                const std::vector<double>& ref, const std::vector<double>& got,
+                                const TensorBudget& budget, bool undefined_all, int threads) {
+  TensorComparison c;
+  c.name = std::move(name);
+  c.dtype = dtype;
+  c.dims = std::move(dims);
+  c.numel = static_cast<int64_t>(ref.size());
+  // Ranges of 2^16 elements, merged in order: identical for every thread count.
+  constexpr int64_t kRange = int64_t{1} << 16;
+  const int64_t ranges = (c.numel + kRange - 1) / kRange;
+  std::vector<TensorComparison> part(static_cast<size_t>(ranges));
+  parallel_for(ranges, threads, [&](int64_t k) {
+    part[static_cast<size_t>(k)] =
+        compare_range(c, ref, got, budget, undefined_all, k * kRange, std::min(c.numel, (k + 1) * kRange));
+  });
+  for (const auto& r : part) merge_range(c, r);
   c.pass = c.over_tolerance == 0 && c.nonfinite_mismatch == 0 && c.over_probabilistic == 0;
   c.warn = c.pass && c.worst_ratio_prob > 1;
   return c;

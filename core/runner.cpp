@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "normcheck/data.hpp"
 #include "normcheck/diagnosis.hpp"
@@ -35,6 +36,12 @@ std::string_view to_string(Verdict v) {
 }
 
 namespace {
+
+/// Threads of the comparison: RunOptions::threads, 0 meaning every core.
+int compare_threads(const RunOptions& opt) {
+  return opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 
 /// Output slots: name as reported (rms_norm renames the statistics), the bit a backend sets,
 /// where the backend wrote it, the reference value and its tolerance.
@@ -279,7 +286,8 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
                         s.terms && s.terms->size() == s.tol->size() ? s.terms : nullptr, s.term};
     budget.nonfinite_reference_undefined = finite_in;
     std::vector<double> got = s.got->to_vector();
-    res.tensors.push_back(compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref, got, budget, undefined));
+    res.tensors.push_back(
+        compare_tensor(s.name, s.got->dtype(), s.got->dims(), *s.ref, got, budget, undefined, compare_threads(opt)));
     got_values[s.name] = std::move(got);
   }
   // Weak check (docs/comparison.md): y is still checked sharply against the backend's own saved

@@ -27,6 +27,7 @@
 #include "normcheck/error.hpp"
 #include "normcheck/exact_sum.hpp"
 #include "normcheck/interrupt.hpp"
+#include "normcheck/parallel.hpp"
 #include "normcheck/reference.hpp"
 
 namespace normcheck {
@@ -36,35 +37,6 @@ using dd::DD;
 using exact::DDValue;
 using exact::Interval;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// ---------------------------------------------------------------------------------------------
-// Threads: tasks [0, n) handed out in order; the first exception is rethrown on the caller.
-
-template <class F>
-void parallel_for(int64_t n, int threads, const F& f) {
-  const int t = static_cast<int>(std::min<int64_t>(std::max(threads, 1), n));
-  if (t <= 1) {
-    for (int64_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex mu;
-  auto work = [&] {
-    try {
-      for (int64_t i; (i = next.fetch_add(1)) < n;) f(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!error) error = std::current_exception();
-      next = n;
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int k = 1; k < t; ++k) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Per-set normalization scalars: μ and B = v + eps exact, r = 1/√B as a double-double.

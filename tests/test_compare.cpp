@@ -295,5 +295,29 @@ INSTANTIATE_TEST_SUITE_P(Variants, CorrectKernelOnCoverage,
                            return std::get<0>(tp.param) + "_" + std::string(to_string(std::get<1>(tp.param)));
                          });
 
+TEST(CompareTensor, ThreadCountDoesNotChangeTheResult) {
+  // 200000 elements = 4 ranges of 2^16: equal worst ratios in two ranges (the first index wins,
+  // as in one sequential pass), one element over the tolerance in the last range.
+  const int64_t n = 200000;
+  std::vector<double> ref(n, 1.0), got(n, 1.0), tol(n, 1e-3);
+  got[10] = 1.0 + 1e-4;
+  got[70000] = 1.0 + 5e-4;
+  got[150000] = 1.0 + 5e-4;
+  got[190000] = 1.0 - 2e-3;
+  const TensorBudget b{&tol, nullptr, nullptr, BudgetTerm::reduction};
+  for (int threads : {1, 2, 3}) {
+    const auto c = compare_tensor("y", DType::f64, {n}, ref, got, b, false, threads);
+    EXPECT_EQ(c.over_tolerance, 1) << threads;
+    EXPECT_EQ(c.worst.index, 190000) << threads;  // ratio 2
+    EXPECT_FALSE(c.pass);
+    got[190000] = 1.0;
+    const auto d = compare_tensor("y", DType::f64, {n}, ref, got, b, false, threads);
+    EXPECT_EQ(d.worst.index, 70000) << threads;  // ratio 0.5 (up to rounding, the same double at both)
+    EXPECT_EQ(d.over_tolerance, 0);
+    EXPECT_TRUE(d.pass);
+    got[190000] = 1.0 - 2e-3;
+  }
+}
+
 }  // namespace
 }  // namespace normcheck

@@ -96,9 +96,10 @@ struct TensorBudget {
 /// undefined_all marks every element as undefined. Non-finite values: a finite reference needs a
 /// finite result within budget; a ±Inf reference accepts the same infinity or NaN (compensated
 /// and updating algorithms compute Inf − Inf where a plain sum keeps Inf); a NaN reference needs NaN.
+/// `threads` ≥ 1 threads compare ranges of 2^16 elements; the result is the same for every count.
 TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
                                 const std::vector<double>& ref, const std::vector<double>& got,
-                                const TensorBudget& budget, bool undefined_all = false);
+                                const TensorBudget& budget, bool undefined_all = false, int threads = 1);
 
 /// Which budget: the backend's precision profile, and worst-case (s = 2, γ_h; the verdict) or
 /// probabilistic (s = 1, γ_h → λ√h·u with λ = sqrt(2·ln(2·h·N/p_fail)); the WARN tier).
