@@ -246,13 +246,13 @@ class Section:
 
 
 def provenance_section(sources):
-    header = ["file", "kind", "label", "date (UTC)", "host", "OS", "CPU", "memory", "threads", "normcheck (commit)",
-              "backend build", "compiler", "run"]
+    header = ["file", "label", "date (UTC)", "host", "OS", "CPU", "memory", "threads", "normcheck (commit), compiler",
+              "backend build", "run"]
     rows, commands = [], []
     for s in sources:
-        rows.append([s.name, s.kind, s.label, s.date or "not recorded", s.host or "not recorded",
-                     s.os or "not recorded", s.cpu or "not recorded", s.memory, s.threads, s.normcheck, s.version,
-                     s.compiler or "not recorded", run_text(s)])
+        rows.append([s.name, s.label, s.date or "not recorded", s.host or "not recorded", s.os or "not recorded",
+                     s.cpu or "not recorded", s.memory, s.threads, f"{s.normcheck}, {s.compiler or 'compiler not recorded'}",
+                     s.version, f"{s.kind}: {run_text(s)}"])
         if s.command:
             commands.append(f"{s.name}: {s.command}")
     sec = Section("Provenance: machines, versions and commands")
@@ -273,10 +273,10 @@ def run_text(s):
                 f"library built {c.get('library_build_type', '?')}")
     if s.kind == "result":
         d = s.data
-        return (f"reference {d['reference']['precision_bits']} bits, "
+        return (f"{len(d['cases'])} cases, reference {d['reference']['precision_bits']} bits, "
                 f"{'complete' if d['complete'] else 'INCOMPLETE: ' + d.get('incomplete_reason', '')}, "
                 f"{d['wall_seconds']:.1f} s")
-    return s.kind
+    return "no machine, date or command recorded in this kind of file"
 
 
 # ---------------------------------------------------------------- accuracy
@@ -330,7 +330,7 @@ def cell_text(cell):
 
 def plot_accuracy(table, labels, path):
     keys = list(table)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) + 2) + 3, 4.2))
     width = 0.8 / max(1, len(labels))
     for i, label in enumerate(labels):
         xs, ys = [], []
@@ -346,7 +346,7 @@ def plot_accuracy(table, labels, path):
     ax.set_xticklabels([f"{o}\n{p}" for o, p in keys], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("worst error / budget")
     ax.set_title("Accuracy: worst error-to-budget ratio per op and pass (below 1 passes)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -506,7 +506,7 @@ def histogram_section(results, out):
     for s in results:
         for p in ratio_points(s):
             counts[s.label][hist_bin(p["ratio"])] += 1
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(11, 3.8))
     width = 0.8 / max(1, len(results))
     for i, s in enumerate(results):
         xs = [k + (i - (len(results) - 1) / 2) * width for k in range(len(HIST_BINS))]
@@ -517,7 +517,7 @@ def histogram_section(results, out):
     ax.set_xticklabels(HIST_BINS, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("compared tensors")
     ax.set_title("Worst error / budget per compared tensor (exact results in the first bin)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "ratio_histogram.svg")
     plt.close(fig)
@@ -527,6 +527,11 @@ def histogram_section(results, out):
              "are over budget.")
     return sec.table(["ratio"] + [s.label for s in results],
                      [[b] + [counts[s.label][k] for s in results] for k, b in enumerate(HIST_BINS)])
+
+
+def decade_label(t):
+    """10.0**-3 → '10⁻³' (plain text: mathtext labels cost more than the plot)."""
+    return "10" + str(int(round(math.log10(t)))).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
 
 
 def scatter_panel(ax, pts, xkey, floor, top):
@@ -545,9 +550,16 @@ def scatter_panel(ax, pts, xkey, floor, top):
     decades = range(int(math.log10(floor)) + 1, int(math.floor(math.log10(top))) + 1)
     step = max(1, len(decades) // 4)
     ticks = [10.0 ** d for d in decades if d % step == 0 or d == 0]
-    ax.set_yticks([floor] + ticks, ["0"] + [f"$10^{{{int(round(math.log10(t)))}}}$" for t in ticks])
+    ax.set_yticks([floor] + ticks, ["0"] + [decade_label(t) for t in ticks])
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.tick_params(axis="both", which="both", labelsize=6)
+    xs = [p[xkey] for p in pts if p[xkey] is not None and math.isfinite(p[xkey]) and p[xkey] > 0]
+    if xs:  # whole decades, so that every panel has labelled major ticks and no crowded minor labels
+        lo, hi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
+        ax.set_xlim(10.0 ** lo / 1.3, 10.0 ** max(hi, lo + 1) * 1.3)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: decade_label(v) if v > 0 and abs(math.log10(v) - round(math.log10(v))) < 1e-9 else ""))
 
 
 def case_grid(s, pts, names, xkey, xlabel, path):
@@ -555,10 +567,10 @@ def case_grid(s, pts, names, xkey, xlabel, path):
     positive = [p["ratio"] for p in pts if math.isfinite(p["ratio"]) and p["ratio"] > 0]
     floor = 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-8
     top = max([3.0] + [p["ratio"] * 3 for p in pts if math.isfinite(p["ratio"])])
-    ncols = min(4, len(names))
+    ncols = len(names) + 1 if len(names) < 4 else 4 if len(names) % 4 else 5  # a spare panel for the legend
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 0.6, 2.0 * nrows + 1.0), squeeze=False,
-                             sharey=True, layout="constrained")
+                             sharey=True)
     for ax, name in zip(axes.flat, names):
         scatter_panel(ax, [p for p in pts if p["tensor"] == name], xkey, floor, top)
         ax.set_title(name, fontsize=8)
@@ -580,6 +592,7 @@ def case_grid(s, pts, names, xkey, xlabel, path):
     else:
         axes[0][0].legend(handles=handles, loc="upper left", fontsize=6, framealpha=0.8)
     fig.suptitle(f"{s.label}: worst error/budget per case and output tensor, against {xlabel}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path)
     plt.close(fig)
 
@@ -654,7 +667,7 @@ def plot_throughput(suite, series, path):
     """series: [(label, roofline GB/s, rows)]; GB/s against bytes moved on log axes: colour = backend,
     marker = op and pass, min–max error bars over repetitions, noisy points ringed red, roofline dashed."""
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    markers = "osD^v<>phH*"
+    markers = "osD^v<>phH*XdP8"
     kinds = sorted({kind_of(r) for _, _, rows in series for r in rows if "error" not in r})
     handles = []
     for i, (label, roof, rows) in enumerate(series):
@@ -670,12 +683,12 @@ def plot_throughput(suite, series, path):
             y = [r["gbps"] for r in pts]
             err = [[max(r["gbps"] - r["bytes"] / r["max_seconds"] / 1e9, 0) for r in pts],
                    [max(r["bytes"] / r["min_seconds"] / 1e9 - r["gbps"], 0) for r in pts]]
-            ax.errorbar([r["bytes"] for r in pts], y, yerr=err, linestyle="-", marker=markers[kinds.index(kind) % 11],
+            ax.errorbar([r["bytes"] for r in pts], y, yerr=err, linestyle="-", marker=markers[kinds.index(kind) % len(markers)],
                         color=color, markersize=4, linewidth=0.8, capsize=2, elinewidth=0.6)
             noisy = [r for r in pts if r["noisy"]]
             ax.scatter([r["bytes"] for r in noisy], [r["gbps"] for r in noisy], s=70, facecolors="none",
                        edgecolors="red", linewidths=1)
-    handles += [matplotlib.lines.Line2D([], [], color="grey", marker=markers[k % 11], linestyle="", label=" ".join(kind))
+    handles += [matplotlib.lines.Line2D([], [], color="grey", marker=markers[k % len(markers)], linestyle="", label=" ".join(kind))
                 for k, kind in enumerate(kinds)]
     handles.append(matplotlib.lines.Line2D([], [], color="red", marker="o", markerfacecolor="none", linestyle="",
                                            markersize=8, label="NOISY (cv over the threshold)"))
