@@ -201,6 +201,9 @@ int run_bench(Backend& b, const std::vector<BenchCase>& cases, const BenchOption
   ctx("normcheck_cache", opt.cold_cache ? "cold" : "warm");
   ctx("normcheck_cpu", machine_description());
   ctx("normcheck_compiler", compiler_description());
+  ctx("normcheck_os", os_description());
+  ctx("normcheck_memory_bytes", std::to_string(memory_bytes()));
+  ctx("normcheck_commit", normcheck_commit());
   ctx("normcheck_bytes_model", "docs/bench.md#bytes-moved, version 1");
   ctx("normcheck_stream_copy_bytes_per_second", fmt::format("{:.6g}", bw.copy_bytes_per_second));
   ctx("normcheck_stream_triad_bytes_per_second", fmt::format("{:.6g}", bw.triad_bytes_per_second));

@@ -1,13 +1,18 @@
 // Report writers. JSON schema: reports/schema/result.schema.json, described in docs/report-format.md.
 #include "normcheck/report.hpp"
 
+#include "normcheck/git_commit.hpp"
+#include "normcheck/partition.hpp"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fcntl.h>
+#include <sys/utsname.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -227,7 +232,9 @@ std::string to_json_text(const RunReport& r) {
               {"planned_cases", r.planned_cases}, {"plan_digest", r.plan_digest}};
   j["shard"] = {{"index", r.shard_index}, {"count", r.shard_count}};
   j["expect_file"] = r.expect_file;
-  j["machine"] = {{"cpu", r.machine}, {"compiler", r.compiler}};
+  j["machine"] = {{"cpu", r.machine}, {"compiler", r.compiler}, {"host", r.host}, {"os", r.os},
+                  {"memory_bytes", r.memory}};
+  j["normcheck_commit"] = r.commit;
   j["backend"] = {{"name", r.backend}, {"id", r.backend_name}, {"version", r.backend_version},
                   {"notes", r.backend_notes}};
   j["suite"] = r.suite;
@@ -251,6 +258,7 @@ std::string to_json_text(const RunReport& r) {
     jc["reason"] = c.reason;
     jc["reproducer"] = reproducer(r.backend, c.descriptor) + c.input_options;
     jc["condition_number"] = num(c.condition_number);
+    jc["set_size"] = make_partition(c.problem).set_size;
     jc["weak_check"] = c.weak_check;
     jc["suspected_cause"] = c.suspected_cause;
     jc["seconds"] = c.seconds;
@@ -397,6 +405,10 @@ RunReport read_report(const json& j) {
   r.incomplete_reason = j.value("incomplete_reason", "");
   r.machine = j.at("machine").at("cpu");
   r.compiler = j.at("machine").at("compiler");
+  r.host = j.at("machine").value("host", "");
+  r.os = j.at("machine").value("os", "");
+  r.memory = j.at("machine").value("memory_bytes", 0LL);
+  r.commit = j.value("normcheck_commit", "");
   r.backend = j.at("backend").at("name");
   r.backend_name = j.at("backend").at("id");
   r.backend_notes = j.at("backend").at("notes").get<std::vector<std::string>>();
@@ -656,6 +668,34 @@ std::string machine_description() {
   }
   return fmt::format("{}, {} hardware threads", model, std::thread::hardware_concurrency());
 }
+
+std::string host_description() {
+  char buf[256] = {};
+  return gethostname(buf, sizeof buf - 1) == 0 ? buf : "";
+}
+
+std::string os_description() {
+  std::string name;
+  std::ifstream f("/etc/os-release");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("PRETTY_NAME=", 0) == 0) {
+      name = line.substr(12);
+      if (name.size() >= 2 && name.front() == '"' && name.back() == '"') name = name.substr(1, name.size() - 2);
+    }
+  utsname u{};
+  const std::string kernel = uname(&u) == 0 ? fmt::format("{} {} {}", u.sysname, u.release, u.machine) : "";
+  if (name.empty()) return kernel;
+  return kernel.empty() ? name : name + ", " + kernel;
+}
+
+long long memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("MemTotal:", 0) == 0) return std::atoll(line.c_str() + 9) * 1024;  // the file says kB
+  return 0;
+}
+
+std::string normcheck_commit() { return kGitCommit; }
 
 std::string compiler_description() {
 #if defined(__clang__)

@@ -41,7 +41,8 @@ html = (page / "index.html").read_text()
 
 # Files: the page, the Markdown, the accuracy plot and one throughput plot per benchmarked suite.
 suites = {b["run_name"].split("/", 1)[0] for f in benches for b in json.loads(f.read_text())["benchmarks"]}
-for name in ["index.html", "report.md", "accuracy.svg"] + [f"throughput_{s}.svg" for s in suites]:
+for name in (["index.html", "report.md", "accuracy.svg", "ratio_histogram.svg"] + [f"throughput_{s}.svg" for s in suites]
+             + [f"accuracy_kappa_{k}.svg" for k in range(len(results))]):
     p = page / name
     assert p.is_file() and p.stat().st_size > 0, f"missing {name}"
     if name.endswith(".svg"):
@@ -92,14 +93,14 @@ for f in benches:
             assert b["time_unit"] == "us"
             expect = f"{b['real_time']:.1f} (" 
             assert row[col].startswith(expect), (row[col], expect)
-            assert row[col].endswith(f"{100 * b['roofline_fraction']:.1f}%"), row[col]
+            assert row[col].endswith(f"{100 * b['roofline_fraction']:.3g}%"), row[col]
             fractions.append(b["roofline_fraction"])
         fractions.sort()
         n = len(fractions)
         median = fractions[n // 2] if n % 2 else (fractions[n // 2 - 1] + fractions[n // 2]) / 2
         header, rows = table_after("Throughput overview")
         row = next(r for r in rows if r[0] == suite and r[1].startswith(name + " ("))
-        assert row[4] == f"{100 * median:.1f}%", (row, median)
+        assert row[4] == f"{100 * median:.3g}%", (row, median)
         roof = float(data["context"]["normcheck_roofline_bytes_per_second"]) / 1e9
         assert row[2] == f"{roof:.2f}", (row, roof)
 
@@ -111,6 +112,9 @@ for f in results + benches:
 refs = re.findall(r'(?:src|href)="([^"]+)"', html)
 assert refs, "no plots referenced"
 for ref in refs:
+    if ref.startswith("#"):  # the table of contents: an anchor on this page
+        assert f'id="{ref[1:]}"' in html, f"no anchor {ref}"
+        continue
     assert not re.match(r"^[a-z]+:", ref), f"external reference {ref}"
     assert (page / ref).is_file(), f"missing {ref}"
 assert "<script src" not in html and "@import" not in html

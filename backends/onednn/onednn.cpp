@@ -1,9 +1,11 @@
 #include "onednn.hpp"
 
 #include <fmt/format.h>
+#include <dlfcn.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <unordered_map>
 #include <cstring>
 #include <vector>
@@ -53,16 +55,30 @@ struct DataView {
   memory::desc blocked_md() const { return memory::desc(dims, dt, blocked_tag(static_cast<int>(dims.size()))); }
 };
 
+/// The file the oneDNN library was loaded from (the executable when linked statically).
+std::string library_file() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&dnnl_version), &info) == 0 || !info.dli_fname) return "library file unknown";
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(info.dli_fname, ec);
+  return ec ? info.dli_fname : real.string();
+}
+
 class OneDnnBackend final : public Backend {
  public:
   explicit OneDnnBackend(bool blocked) : blocked_(blocked), eng_(dnnl::engine::kind::cpu, 0), strm_(eng_) {}
 
   std::string name() const override { return blocked_ ? "onednn_blocked" : "onednn"; }
 
+  /// "oneDNN 2.6.3 (no git hash in this build, /usr/lib/x86_64-linux-gnu/libdnnl.so.2.6), CPU ISA …".
+  /// Builds from a release tarball (Debian's, tools/build-onednn.sh) record the hash "N/A"; the
+  /// library file (dladdr of dnnl_version, symlinks resolved) then tells the builds apart.
   std::string version() const override {
     const dnnl_version_t* v = dnnl_version();
-    return fmt::format("oneDNN {}.{}.{} (git {}), CPU ISA {}", v->major, v->minor, v->patch,
-                       v->hash ? v->hash : "N/A", compat::effective_isa());
+    const bool has_hash = v->hash && *v->hash && std::strcmp(v->hash, "N/A") != 0;
+    return fmt::format("oneDNN {}.{}.{} ({}, {}), CPU ISA {}", v->major, v->minor, v->patch,
+                       has_hash ? fmt::format("git {}", v->hash) : "no git hash in this build", library_file(),
+                       compat::effective_isa());
   }
 
   std::string description() const override {

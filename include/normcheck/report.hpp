@@ -10,6 +10,15 @@
 
 namespace normcheck {
 
+/// Provenance of the machine a report is written on (docs/report-format.md): the host name
+/// (gethostname), the OS ("PRETTY_NAME of /etc/os-release, kernel uname -sr"), the memory
+/// (MemTotal of /proc/meminfo, bytes; 0 when unknown) and the git commit normcheck was built from
+/// (`git describe --always --dirty` at build time, cmake/git_commit.cmake).
+std::string host_description();
+std::string os_description();
+long long memory_bytes();
+std::string normcheck_commit();
+
 struct RunReport {
   std::string normcheck_version;
   std::string command;           ///< the command line that produced the report
@@ -20,6 +29,12 @@ struct RunReport {
   std::string suite;             ///< suite name or "cases"
   std::string machine;           ///< CPU model, cores
   std::string compiler;
+  // Filled on the machine that creates the report; read back from JSON ("" / 0 when a report
+  // of an earlier version lacks them), so a merge keeps the first shard's.
+  std::string host = host_description();
+  std::string os = os_description();
+  long long memory = memory_bytes();
+  std::string commit = normcheck_commit();
   std::string started_utc;       ///< ISO 8601
   double wall_seconds = 0;
   int reference_bits = 128;
