@@ -375,49 +375,61 @@ class CudnnBackend final : public Backend {
                                              i, dims[i], p.param.dims[i]));
   }
 
-  uint32_t run_batch_norm(const RunArgs& a) {
-    const cudnn_plan::BnPlan p = cudnn_plan::plan_batch_norm(a, variant_);
-    const DType sdt = stats_dtype(a.x.dtype);
-    const cudnnDataType_t dt = data_type(a.x.dtype), st = data_type(sdt);
-    const TensorDescriptor xd(p.x, dt), pd(p.param, st);
-    check_derived(xd, p);
-    const int64_t c = a.dims[1];
-    const double one_d = 1, zero_d = 0;
-    const float one_f = 1, zero_f = 0;
-    const void* one = sdt == DType::f64 ? static_cast<const void*>(&one_d) : &one_f;
-    const void* zero = sdt == DType::f64 ? static_cast<const void*>(&zero_d) : &zero_f;
-    DeviceBuffer x = staged(a.x, true), gamma = staged_param(a.gamma, c, sdt, 1);
-    const cudnnBatchNormMode_t mode = bn_mode(p.mode);
-    KernelTimer timer;
-
-    if (a.pass == Pass::backward_training) {
-      const TensorDescriptor dyd(cudnn_plan::desc_of(a.dy), dt), dxd(cudnn_plan::desc_of(a.dx), dt);
-      DeviceBuffer dy = staged(a.dy, true), dx = staged(a.dx, false), mean = staged(a.mean, true),
-                   inv = staged(a.inv_std, true);
-      DeviceBuffer dg(static_cast<size_t>(c) * dtype_size(sdt)), db(static_cast<size_t>(c) * dtype_size(sdt));
-      timer.start();
-      check(cudnnBatchNormalizationBackward(handle_, mode, one, zero, one, zero, xd.get(), x.get(), dyd.get(), dy.get(),
-                                            dxd.get(), dx.get(), pd.get(), gamma.get(), dg.get(), db.get(), a.eps,
-                                            mean.get(), inv.get()),
-            "cudnnBatchNormalizationBackward");
-      last_kernel_seconds_ = timer.stop();
-      dx.download(a.dx.data);
-      uint32_t produced = kOutDx;
-      if (a.affine) {
-        dg.download(a.dgamma.data);
-        db.download(a.dbeta.data);
-        produced |= kOutDgamma | kOutDbeta;
-      }
-      return produced;
+  /// What every legacy batch-norm call shares: the plan, x and the parameter descriptors, the
+  /// blend factors (float, or double for f64 data, cudnn_ops.h), x and gamma on the device.
+  struct BnCall {
+    cudnn_plan::BnPlan plan;
+    DType sdt;
+    cudnnDataType_t dt;
+    TensorDescriptor xd, pd;
+    double one_d = 1, zero_d = 0;
+    float one_f = 1, zero_f = 0;
+    DeviceBuffer x, gamma;
+    cudnnBatchNormMode_t mode;
+    BnCall(const RunArgs& a, Variant v)
+        : plan(cudnn_plan::plan_batch_norm(a, v)), sdt(stats_dtype(a.x.dtype)), dt(data_type(a.x.dtype)),
+          xd(plan.x, dt), pd(plan.param, data_type(sdt)), x(staged(a.x, true)),
+          gamma(staged_param(a.gamma, a.dims[1], sdt, 1)), mode(bn_mode(plan.mode)) {
+      check_derived(xd, plan);
     }
+    const void* one() const { return sdt == DType::f64 ? static_cast<const void*>(&one_d) : &one_f; }
+    const void* zero() const { return sdt == DType::f64 ? static_cast<const void*>(&zero_d) : &zero_f; }
+    size_t param_bytes(const RunArgs& a) const { return static_cast<size_t>(a.dims[1]) * dtype_size(sdt); }
+  };
 
-    const TensorDescriptor yd(cudnn_plan::desc_of(a.y), dt);
-    DeviceBuffer beta = staged_param(a.beta, c, sdt, 0), y = staged(a.y, false);
+  uint32_t run_batch_norm(const RunArgs& a) {
+    BnCall call(a, variant_);
+    return a.pass == Pass::backward_training ? bn_backward(a, call) : bn_forward(a, call);
+  }
+
+  uint32_t bn_backward(const RunArgs& a, BnCall& k) {
+    const TensorDescriptor dyd(cudnn_plan::desc_of(a.dy), k.dt), dxd(cudnn_plan::desc_of(a.dx), k.dt);
+    DeviceBuffer dy = staged(a.dy, true), dx = staged(a.dx, false), mean = staged(a.mean, true),
+                 inv = staged(a.inv_std, true), dg(k.param_bytes(a)), db(k.param_bytes(a));
+    KernelTimer timer;
+    timer.start();
+    check(cudnnBatchNormalizationBackward(handle_, k.mode, k.one(), k.zero(), k.one(), k.zero(), k.xd.get(), k.x.get(),
+                                          dyd.get(), dy.get(), dxd.get(), dx.get(), k.pd.get(), k.gamma.get(), dg.get(),
+                                          db.get(), a.eps, mean.get(), inv.get()),
+          "cudnnBatchNormalizationBackward");
+    last_kernel_seconds_ = timer.stop();
+    dx.download(a.dx.data);
+    if (!a.affine) return kOutDx;
+    dg.download(a.dgamma.data);
+    db.download(a.dbeta.data);
+    return kOutDx | kOutDgamma | kOutDbeta;
+  }
+
+  uint32_t bn_forward(const RunArgs& a, BnCall& k) {
+    const TensorDescriptor yd(cudnn_plan::desc_of(a.y), k.dt);
+    DeviceBuffer beta = staged_param(a.beta, a.dims[1], k.sdt, 0), y = staged(a.y, false);
     DeviceBuffer rm = staged(a.running_mean, true), rv = staged(a.running_var, true);
+    KernelTimer timer;
     if (a.pass == Pass::forward_inference) {
       timer.start();
-      check(cudnnBatchNormalizationForwardInference(handle_, mode, one, zero, xd.get(), x.get(), yd.get(), y.get(),
-                                                    pd.get(), gamma.get(), beta.get(), rm.get(), rv.get(), a.eps),
+      check(cudnnBatchNormalizationForwardInference(handle_, k.mode, k.one(), k.zero(), k.xd.get(), k.x.get(), yd.get(),
+                                                    y.get(), k.pd.get(), k.gamma.get(), beta.get(), rm.get(), rv.get(),
+                                                    a.eps),
             "cudnnBatchNormalizationForwardInference");
       last_kernel_seconds_ = timer.stop();
       y.download(a.y.data);
@@ -425,15 +437,22 @@ class CudnnBackend final : public Backend {
     }
     DeviceBuffer mean = staged(a.mean, false), inv = staged(a.inv_std, false);
     timer.start();
-    check(cudnnBatchNormalizationForwardTraining(handle_, mode, one, zero, xd.get(), x.get(), yd.get(), y.get(), pd.get(),
-                                                 gamma.get(), beta.get(), p.exponential_average_factor, rm.get(),
-                                                 rv.get(), a.eps, mean.get(), inv.get()),
+    check(cudnnBatchNormalizationForwardTraining(handle_, k.mode, k.one(), k.zero(), k.xd.get(), k.x.get(), yd.get(),
+                                                 y.get(), k.pd.get(), k.gamma.get(), beta.get(),
+                                                 k.plan.exponential_average_factor, rm.get(), rv.get(), a.eps,
+                                                 mean.get(), inv.get()),
           "cudnnBatchNormalizationForwardTraining");
     last_kernel_seconds_ = timer.stop();
     y.download(a.y.data);
     uint32_t produced = kOutY;
-    if (a.mean.present()) mean.download(a.mean.data), produced |= kOutMean;
-    if (a.inv_std.present()) inv.download(a.inv_std.data), produced |= kOutInvStd;
+    if (a.mean.present()) {
+      mean.download(a.mean.data);
+      produced |= kOutMean;
+    }
+    if (a.inv_std.present()) {
+      inv.download(a.inv_std.data);
+      produced |= kOutInvStd;
+    }
     if (a.running_mean.present() && a.running_var.present()) {
       rm.download(a.running_mean.data);
       rv.download(a.running_var.data);
@@ -569,59 +588,77 @@ class CudnnBackend final : public Backend {
     last_kernel_seconds_ = timer.stop();
   }
 
-  uint32_t run_graph(const RunArgs& a) {
-    const cudnn_plan::GraphPlan g = cudnn_plan::plan_graph(a);
-    const DType sdt = stats_dtype(a.x.dtype);
-    const cudnnDataType_t dt = data_type(a.x.dtype), st = data_type(sdt);
-    const int64_t params = g.scale.numel();
-    const size_t stats_bytes = static_cast<size_t>(g.stats.numel()) * dtype_size(sdt);
-    const size_t param_bytes = static_cast<size_t>(params) * dtype_size(sdt);
-    const std::string key = fmt::format("{} {} {} x({})", cudnn_plan::to_string(g.mode), to_string(a.pass),
-                                        to_string(a.x.dtype), fmt::join(g.x.dims, g.x.dims + g.x.rank, "×"));
-    DeviceBuffer x = staged(a.x, true), gamma = staged_param(a.gamma, params, sdt, 1);
+  /// What both graph passes share: the plan, the dtypes, the plan key printed with the engine
+  /// choice, x and gamma (ones without affine) on the device.
+  struct GraphCall {
+    cudnn_plan::GraphPlan g;
+    DType sdt;
+    cudnnDataType_t dt, st;
+    std::string key;
+    DeviceBuffer x, gamma;
+    explicit GraphCall(const RunArgs& a)
+        : g(cudnn_plan::plan_graph(a)), sdt(stats_dtype(a.x.dtype)), dt(data_type(a.x.dtype)), st(data_type(sdt)),
+          key(fmt::format("{} {} {} x({})", cudnn_plan::to_string(g.mode), to_string(a.pass), to_string(a.x.dtype),
+                          fmt::join(g.x.dims, g.x.dims + g.x.rank, "×"))),
+          x(staged(a.x, true)), gamma(staged_param(a.gamma, g.scale.numel(), sdt, 1)) {}
+    size_t bytes(const Desc& d) const { return static_cast<size_t>(d.numel()) * dtype_size(sdt); }
+  };
 
-    if (a.pass == Pass::backward_training) {
-      DeviceBuffer dy = staged(a.dy, true), dx = staged(a.dx, false), mean = staged(a.mean, true),
-                   inv = staged(a.inv_std, true), dg(param_bytes), db(param_bytes);
-      const BackendDesc plan = build_plan(norm_backward(g, a, dt, st), key);
-      std::vector<int64_t> uids = {kX, kDy, kDx, kScale, kInvVar, kDscale};
-      std::vector<void*> ptrs = {x.get(), dy.get(), dx.get(), gamma.get(), inv.get(), dg.get()};
-      if (g.mean) uids.push_back(kMean), ptrs.push_back(mean.get());
-      if (g.bias) uids.push_back(kDbias), ptrs.push_back(db.get());
-      execute(plan, uids, ptrs);
-      dx.download(a.dx.data);
-      uint32_t produced = kOutDx;
-      if (a.affine) {
-        dg.download(a.dgamma.data);
-        produced |= kOutDgamma;
-        if (a.dbeta.present()) db.download(a.dbeta.data), produced |= kOutDbeta;
-      }
-      return produced;
-    }
-    DeviceBuffer beta = staged_param(a.beta, params, sdt, 0), y = staged(a.y, false), mean(stats_bytes),
-                 inv(stats_bytes);
-    const BackendDesc plan = build_plan(norm_forward(g, a, dt, st), key);
-    ByValue eps(a.eps, sdt), factor(a.batch_weight, sdt);  // by value: host pointers in the variant pack
-    std::vector<int64_t> uids = {kX, kY, kScale, kEps, kInvVar};
-    std::vector<void*> ptrs = {x.get(), y.get(), gamma.get(), eps.get(), inv.get()};
-    if (g.bias) uids.push_back(kBias), ptrs.push_back(beta.get());
+  uint32_t run_graph(const RunArgs& a) {
+    GraphCall call(a);
+    return a.pass == Pass::backward_training ? graph_backward(a, call) : graph_forward(a, call);
+  }
+
+  uint32_t graph_backward(const RunArgs& a, GraphCall& k) {
+    const cudnn_plan::GraphPlan& g = k.g;
+    DeviceBuffer dy = staged(a.dy, true), dx = staged(a.dx, false), mean = staged(a.mean, true),
+                 inv = staged(a.inv_std, true), dg(k.bytes(g.scale)), db(k.bytes(g.scale));
+    const BackendDesc plan = build_plan(norm_backward(g, a, k.dt, k.st), k.key);
+    std::vector<int64_t> uids = {kX, kDy, kDx, kScale, kInvVar, kDscale};
+    std::vector<void*> ptrs = {k.x.get(), dy.get(), dx.get(), k.gamma.get(), inv.get(), dg.get()};
     if (g.mean) uids.push_back(kMean), ptrs.push_back(mean.get());
+    if (g.bias) uids.push_back(kDbias), ptrs.push_back(db.get());
+    execute(plan, uids, ptrs);
+    dx.download(a.dx.data);
+    if (!a.affine) return kOutDx;
+    dg.download(a.dgamma.data);
+    if (!a.dbeta.present()) return kOutDx | kOutDgamma;
+    db.download(a.dbeta.data);
+    return kOutDx | kOutDgamma | kOutDbeta;
+  }
+
+  uint32_t graph_forward(const RunArgs& a, GraphCall& k) {
+    const cudnn_plan::GraphPlan& g = k.g;
+    DeviceBuffer beta = staged_param(a.beta, g.scale.numel(), k.sdt, 0), y = staged(a.y, false),
+                 mean(k.bytes(g.stats)), inv(k.bytes(g.stats));
     DeviceBuffer rm_in = staged(a.running_mean, g.running), rv_in = staged(a.running_var, g.running),
                  rm_out = staged(a.running_mean, false), rv_out = staged(a.running_var, false);
+    const BackendDesc plan = build_plan(norm_forward(g, a, k.dt, k.st), k.key);
+    ByValue eps(a.eps, k.sdt), factor(a.batch_weight, k.sdt);  // by value: host pointers in the variant pack
+    std::vector<int64_t> uids = {kX, kY, kScale, kEps, kInvVar};
+    std::vector<void*> ptrs = {k.x.get(), y.get(), k.gamma.get(), eps.get(), inv.get()};
+    if (g.bias) uids.push_back(kBias), ptrs.push_back(beta.get());
+    if (g.mean) uids.push_back(kMean), ptrs.push_back(mean.get());
     if (g.running) {
       uids.insert(uids.end(), {kFactor, kRunningMeanIn, kRunningVarIn, kRunningMeanOut, kRunningVarOut});
       ptrs.insert(ptrs.end(), {factor.get(), rm_in.get(), rv_in.get(), rm_out.get(), rv_out.get()});
     }
     execute(plan, uids, ptrs);
+    y.download(a.y.data);
+    uint32_t produced = kOutY;
+    if (g.mean && a.mean.present()) {
+      mean.download(a.mean.data);
+      produced |= kOutMean;
+    }
+    if (a.inv_std.present()) {
+      inv.download(a.inv_std.data);
+      produced |= kOutInvStd;
+    }
     if (g.running) {
       rm_out.download(a.running_mean.data);
       rv_out.download(a.running_var.data);
+      produced |= kOutRunningMean | kOutRunningVar;
     }
-    y.download(a.y.data);
-    uint32_t produced = kOutY;
-    if (g.mean && a.mean.present()) mean.download(a.mean.data), produced |= kOutMean;
-    if (a.inv_std.present()) inv.download(a.inv_std.data), produced |= kOutInvStd;
-    if (g.running) produced |= kOutRunningMean | kOutRunningVar;
     return produced;
   }
 
