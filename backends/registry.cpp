@@ -4,6 +4,9 @@
 #ifdef NORMCHECK_HAVE_ONEDNN
 #include "onednn/onednn.hpp"
 #endif
+#ifdef NORMCHECK_HAVE_CUDNN
+#include "cudnn/cudnn.hpp"
+#endif
 
 namespace normcheck {
 
@@ -14,6 +17,14 @@ void register_builtin_backends(BackendRegistry& r) {
   r.add("onednn", "oneDNN CPU primitives on the caller's layout", [] { return make_onednn_backend(false); });
   r.add("onednn_blocked", "oneDNN CPU primitives on nC[d][h]w16c blocked data",
         [] { return make_onednn_backend(true); });
+#endif
+#ifdef NORMCHECK_HAVE_CUDNN
+  r.add("cudnn", "cuDNN on an NVIDIA GPU: legacy batch-norm API and graph-API norms",
+        [] { return make_cudnn_backend(cudnn_plan::Variant::cudnn); });
+  r.add("cudnn_persistent", "cuDNN batch_norm with CUDNN_BATCHNORM_SPATIAL_PERSISTENT",
+        [] { return make_cudnn_backend(cudnn_plan::Variant::persistent); });
+  r.add("cudnn_graph", "cuDNN batch_norm through the graph API (CUDNN_BATCH_NORM)",
+        [] { return make_cudnn_backend(cudnn_plan::Variant::graph); });
 #endif
 }
 

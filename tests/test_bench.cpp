@@ -1,6 +1,12 @@
 // The bytes-moved model of `normcheck bench` (docs/bench.md), per op and pass, against byte
 // counts worked out by hand from the model's table.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "normcheck/bench.hpp"
 
@@ -59,6 +65,52 @@ TEST(BytesMoved, InPlaceMovesTheSameBytes) {
 TEST(BytesMoved, LayoutDoesNotChangeTheCount) {
   EXPECT_EQ(bytes_moved(parse_descriptor("batch_norm,shape=2x3x4x5,layout=nhwc")).total_bytes(),
             bytes_moved(parse_descriptor("batch_norm,shape=2x3x4x5")).total_bytes());
+}
+
+
+// A device backend's own timer and bandwidth (Backend::last_kernel_seconds, device_bandwidth):
+// `normcheck bench` must record exactly the time the backend reports for each call, not the
+// host clock, and take the backend's bandwidth as the roofline. The stand-in wraps the naive
+// backend (a real call) and reports 1 ms per call and 1e12 B/s.
+class DeviceTimedNaive final : public Backend {
+ public:
+  DeviceTimedNaive() {
+    BackendRegistry r;
+    register_builtin_backends(r);
+    naive_ = r.create("naive");
+  }
+  std::string name() const override { return "device_timed_naive"; }
+  std::string version() const override { return "test"; }
+  std::string description() const override { return "naive with a device-side timer"; }
+  Capabilities capabilities() const override { return naive_->capabilities(); }
+  RunResult run(const RunArgs& a) override { return naive_->run(a); }
+  std::optional<double> last_kernel_seconds() const override { return 1e-3; }
+  std::optional<double> device_bandwidth() override { return 1e12; }
+
+ private:
+  std::unique_ptr<Backend> naive_;
+};
+
+TEST(BenchDeviceTimer, CallTimeAndRooflineComeFromTheBackend) {
+  DeviceTimedNaive b;
+  const std::string json = ::testing::TempDir() + "normcheck_bench_device_timer.json";
+  BenchOptions opt;
+  opt.json_path = json;
+  opt.repetitions = 1;
+  opt.min_time = 0.01;
+  const std::vector<BenchCase> cases = {{parse_descriptor("layer_norm,pass=forward_training,shape=4x8"), "cases"}};
+  ASSERT_EQ(run_bench(b, cases, opt), 0);
+  std::ifstream in(json);
+  const nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["context"]["normcheck_roofline_source"], "device copy (backend)");
+  EXPECT_EQ(std::stod(j["context"]["normcheck_roofline_bytes_per_second"].get<std::string>()), 1e12);
+  ASSERT_FALSE(j["benchmarks"].empty());
+  const auto& run = j["benchmarks"][0];
+  EXPECT_EQ(run["time_unit"], "us");
+  EXPECT_NEAR(run["real_time"].get<double>(), 1000.0, 1e-6);  // 1 ms per call, whatever the host took
+  // bytes / 1e12 B/s over 1 ms per call: the roofline fraction of the backend's own figures.
+  const double bytes = static_cast<double>(bytes_moved(cases[0].problem).total_bytes());
+  EXPECT_NEAR(run["roofline_fraction"].get<double>(), bytes / 1e-3 / 1e12, 1e-12);
 }
 
 }  // namespace

@@ -159,6 +159,14 @@ class Backend {
   /// Runs one call. Must not throw; errors come back in RunResult. Exception: Interrupted
   /// (interrupt.hpp) when a call waited on (a plugin's worker) was abandoned at a signal.
   virtual RunResult run(const RunArgs& args) = 0;
+  /// Device backends (cuDNN): seconds the last successful run() spent in the library's kernels,
+  /// timed on the device (CUDA events around the launches; staging and planning excluded).
+  /// std::nullopt, the default: `normcheck bench` times the whole call on the host clock.
+  virtual std::optional<double> last_kernel_seconds() const { return std::nullopt; }
+  /// Device backends: the device memory bandwidth in bytes per second (a device-to-device copy,
+  /// read + write bytes), which `normcheck bench` then takes as the roofline instead of host
+  /// STREAM. std::nullopt, the default: host STREAM.
+  virtual std::optional<double> device_bandwidth() { return std::nullopt; }
   /// Threads one call uses. Default 1: a single-threaded backend.
   virtual int threads() const { return 1; }
   /// Asks later calls to use n ≥ 1 threads; returns the count they will use (a single-threaded
