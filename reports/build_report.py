@@ -118,7 +118,7 @@ def accuracy_table(results):
                 s.label, {"pass": 0, "fail": 0, "unsupported": 0, "error": 0, "warn": 0, "not_certifiable": 0, "weak": 0,
                           "worst": None})
             v = c["verdict"]
-            kind = {"PASS": "pass", "WARN": "pass", "FAIL": "fail", "UNSUPPORTED": "unsupported",
+            kind = {"PASS": "pass", "WARN": "pass", "FAIL": "fail", "NONDETERMINISTIC": "fail", "UNSUPPORTED": "unsupported",
                     "NOT_CERTIFIABLE": "not_certifiable"}.get(v, "error")
             if kind == "pass" and c.get("weak_check"):
                 kind = "weak"  # a weak check is counted apart, never as a pass
