@@ -278,6 +278,9 @@ def build(paths, out, title):
             extra = (f"{c['normcheck_threads']} threads, {c['normcheck_cache']} cache, STREAM copy "
                      f"{float(c['normcheck_stream_copy_bytes_per_second']) / 1e9:.2f} / triad "
                      f"{float(c['normcheck_stream_triad_bytes_per_second']) / 1e9:.2f} GB/s")
+            if c.get("normcheck_stream_measured_utc"):  # the bandwidth cache (docs/bench.md)
+                extra += (f", measured {c['normcheck_stream_measured_utc']}"
+                          + (" (cached)" if c.get("normcheck_stream_cached") == "true" else ""))
         else:
             d = s.data
             extra = f"reference {d['reference']['precision_bits']} bits, {'complete' if d['complete'] else 'INCOMPLETE'}"

@@ -88,6 +88,11 @@ assert MEASURING not in r.stdout and "cached in" in r.stdout and entry["measured
 c2 = json.loads(js2.read_text())["context"]
 assert c2["normcheck_stream_cached"] == "true" and c2["normcheck_stream_measured_utc"] == entry["measured_utc"]
 assert float(c2["normcheck_roofline_bytes_per_second"]) == float(d1["context"]["normcheck_roofline_bytes_per_second"])
+# The report page says when the bandwidth was measured, and that it came from the cache.
+r = subprocess.run([normcheck, "report", str(js2), "-o", str(out / "report")], capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+md = (out / "report" / "report.md").read_text()
+assert f"measured {entry['measured_utc']} (cached)" in md, md[:3000]
 r = bench("--repetitions", "1", "--remeasure-bandwidth")
 assert r.returncode == 0 and MEASURING in r.stdout, (r.stdout[-3000:], r.stderr)
 print("bench options: ok")
