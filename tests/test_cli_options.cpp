@@ -53,6 +53,11 @@ TEST(CliListCases, ListsEverySuiteCaseOnceAndRunsNothing) {
   const auto all = all_edge_cases();
   EXPECT_EQ(all.size(), normcheck::load_suite("edge").cases.size());
   for (const auto& l : all) EXPECT_EQ(l.find("PASS"), std::string::npos) << l;  // nothing ran
+  // Nothing is written either: a report of an earlier run at --json stays.
+  const auto d = temp_dir("list");
+  std::ofstream(d / "r.json") << "{}\n";
+  EXPECT_EQ(sh(kBin + " --suite smoke --list-cases --json " + (d / "r.json").string()).exit_code, 0);
+  EXPECT_TRUE(std::filesystem::exists(d / "r.json"));
 }
 
 TEST(CliFilter, SubstringSelectsExactlyTheDescriptorsContainingIt) {

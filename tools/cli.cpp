@@ -1061,7 +1061,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       return cmd_bench(registry, backend_name, plan, bench_opt);
     }
     // First, so that a run that stops anywhere below leaves no stale report of an earlier run.
-    prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
+    // (--list-cases writes nothing, so it leaves the report paths alone.)
+    if (!list_cases) prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
     check_expect_file(expect_path);  // after: a bad --expect leaves no stale report either
     if (reference_bits != 128 && reference_bits != 256)
       throw Error("--reference-bits must be 128 or 256");
