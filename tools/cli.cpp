@@ -924,7 +924,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
                  "listed cases that pass again are reported");
   app.add_option("--shard", shard_spec,
                  "run shard I of N (I/N, 0-based: the cases whose index % N == I); default from "
-                 "GTEST_SHARD_INDEX and GTEST_TOTAL_SHARDS");
+                 "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS, SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
+                 "JOB_COMPLETION_INDEX/NORMCHECK_TOTAL_SHARDS (docs/scale-out.md)");
   std::vector<std::string> filters;
   bool list_cases = false;
   int verbose = 0, repeat = 1;
@@ -958,7 +959,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   merge->fallthrough();
   CLI::App* bench = app.add_subcommand(
       "bench", "throughput per case against the measured memory bandwidth (Google Benchmark; docs/bench.md). "
-               "Takes --backend, --suite, --case, --dtype and --json (the Google Benchmark JSON) from above; "
+               "Takes --backend, --suite, --case, --dtype, -k, --list-cases and --json (the Google Benchmark JSON) from "
+               "above; "
                "Google Benchmark flags go after --");
   bench->fallthrough();
   BenchOptions bench_opt;
