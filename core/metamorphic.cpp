@@ -2,6 +2,7 @@
 #include "normcheck/metamorphic.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -37,6 +38,21 @@ Run run(Backend& b, const Problem& p, std::function<void(GeneratedInputs&)> tran
   return r;
 }
 
+/// Element i (logical row-major) of tensor `name` of run a as coordinates, "[0,2,1]", like the
+/// main run's reports (flat "[i]" when the tensor is not in the run's comparisons).
+std::string coords_in(const Run& a, const std::string& name, int64_t i) {
+  for (const auto& t : a.res.tensors) {
+    if (t.name != name || t.dims.empty()) continue;
+    std::vector<int64_t> c(t.dims.size());
+    for (size_t d = t.dims.size(); d-- > 0;) {
+      c[d] = t.dims[d] > 0 ? i % t.dims[d] : 0;
+      i = t.dims[d] > 0 ? i / t.dims[d] : 0;
+    }
+    return fmt::format("[{}]", fmt::join(c, ","));
+  }
+  return fmt::format("[{}]", i);
+}
+
 /// Compares tensor `name` of runs a and b, element ia(k) of a against ib(k) of b for k < count,
 /// allowing the sum of both budgets plus extra(k). Updates r (worst ratio, detail, holds).
 void compare(RelationResult& r, const Run& a, const Run& b, const std::string& name,
@@ -59,7 +75,7 @@ void compare(RelationResult& r, const Run& a, const Run& b, const std::string& n
     }
     if (ratio > r.worst_ratio) {
       r.worst_ratio = ratio;
-      r.detail = fmt::format("{}[{}]: {} vs {}", name, ia(k), va, vb);
+      r.detail = fmt::format("{}{}: {} vs {}", name, coords_in(a, name, ia(k)), va, vb);
     }
   }
   r.holds = r.worst_ratio <= 1;
@@ -227,7 +243,7 @@ RelationResult affine(const Problem& p, const Run& a) {
       const double ratio = residual / (t_max * (2 + z));
       if (ratio > r.worst_ratio) {
         r.worst_ratio = ratio;
-        r.detail = fmt::format("channel {}: y[{}] is {} off the per-channel line a·x + b", c, i, residual);
+        r.detail = fmt::format("channel {}: y{} is {} off the per-channel line a·x + b", c, coords_in(a, "y", i), residual);
       }
     }
   }

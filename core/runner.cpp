@@ -29,6 +29,7 @@ std::string_view to_string(Verdict v) {
     case Verdict::crash: return "CRASH";
     case Verdict::timeout: return "TIMEOUT";
     case Verdict::overrun: return "OVERRUN";
+    case Verdict::nondeterministic: return "NONDETERMINISTIC";
     case Verdict::warn: return "WARN";
     case Verdict::not_certifiable: return "NOT_CERTIFIABLE";
   }

@@ -268,8 +268,12 @@ def run_text(s):
         busy = f"load average {load[0]:.2f} on {c['num_cpus']} CPUs" if load else "load not recorded"
         if load and load[0] > c["num_cpus"]:
             busy += " (BUSY MACHINE: timings are not representative)"
+        measured = ""
+        if c.get("normcheck_stream_measured_utc"):  # the bandwidth cache (docs/bench.md)
+            measured = (f", measured {c['normcheck_stream_measured_utc']}"
+                        + (" (cached)" if c.get("normcheck_stream_cached") == "true" else ""))
         return (f"{busy}, {c['normcheck_cache']} cache, STREAM copy {float(c['normcheck_stream_copy_bytes_per_second']) / 1e9:.2f}"
-                f" / triad {float(c['normcheck_stream_triad_bytes_per_second']) / 1e9:.2f} GB/s, Google Benchmark "
+                f" / triad {float(c['normcheck_stream_triad_bytes_per_second']) / 1e9:.2f} GB/s{measured}, Google Benchmark "
                 f"library built {c.get('library_build_type', '?')}")
     if s.kind == "result":
         d = s.data
@@ -285,7 +289,7 @@ def run_text(s):
 def case_kind(c):
     """The overview column a case counts in: pass, fail, unsupported, error, not_certifiable or weak."""
     v = c["verdict"]
-    kind = {"PASS": "pass", "WARN": "pass", "FAIL": "fail", "UNSUPPORTED": "unsupported",
+    kind = {"PASS": "pass", "WARN": "pass", "FAIL": "fail", "NONDETERMINISTIC": "fail", "UNSUPPORTED": "unsupported",
             "NOT_CERTIFIABLE": "not_certifiable"}.get(v, "error")
     return "weak" if kind == "pass" and c.get("weak_check") else kind  # a weak check is never a pass
 

@@ -163,7 +163,8 @@ void Tally::add(Verdict v, bool weak_check) {
   }
   switch (v) {
     case Verdict::pass: ++pass; break;
-    case Verdict::fail: ++fail; break;
+    case Verdict::fail:
+    case Verdict::nondeterministic: ++fail; break;
     case Verdict::unsupported: ++unsupported; break;
     case Verdict::error:
     case Verdict::crash:
@@ -308,7 +309,8 @@ double read_num(const json& v) {
 }
 Verdict read_verdict(const std::string& s) {
   for (Verdict v : {Verdict::pass, Verdict::fail, Verdict::unsupported, Verdict::error, Verdict::crash,
-                    Verdict::timeout, Verdict::overrun, Verdict::warn, Verdict::not_certifiable})
+                    Verdict::timeout, Verdict::overrun, Verdict::warn, Verdict::not_certifiable,
+                    Verdict::nondeterministic})
     if (to_string(v) == s) return v;
   throw Error("unknown verdict '" + s + "'");
 }
@@ -576,8 +578,10 @@ void write_junit(const RunReport& r, const std::string& path) {
                          xml_escape("not certifiable: " + c.reason));
         break;
       case Verdict::fail:
-        x += fmt::format(">\n      <failure type=\"mismatch\" message=\"{}\">{}</failure>\n    </testcase>\n",
-                         xml_escape(c.reason), xml_escape(body));
+      case Verdict::nondeterministic:
+        x += fmt::format(">\n      <failure type=\"{}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                         c.verdict == Verdict::fail ? "mismatch" : "nondeterministic", xml_escape(c.reason),
+                         xml_escape(body));
         break;
       case Verdict::error:
       case Verdict::crash:

@@ -2,6 +2,8 @@
 
 #include "naive/naive.hpp"
 
+#include <cmath>
+#include <limits>
 #include <vector>
 
 namespace normcheck::testing {
@@ -105,7 +107,53 @@ class PerturbY final : public Backend {
   float delta_;
 };
 
+/// Correct to within one ulp, but not bitwise reproducible: every second call (counted per
+/// backend object) moves the last physical element of y, or of dx in a backward pass, one ulp
+/// towards +∞ (f32 and f64 outputs; others are left alone), as a reduction whose order depends on
+/// thread timing would.
+class Nondeterministic final : public Backend {
+ public:
+  explicit Nondeterministic(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return "mutant_nondeterministic"; }
+  std::string version() const override { return inner_->version(); }
+  std::string description() const override { return inner_->description() + ", one ulp off on every second call"; }
+  Capabilities capabilities() const override { return inner_->capabilities(); }
+  std::optional<std::string> unsupported_reason(const RunArgs& a, Layout l) const override {
+    return inner_->unsupported_reason(a, l);
+  }
+  RunResult run(const RunArgs& a) override {
+    RunResult r = inner_->run(a);
+    const bool backward = a.pass == Pass::backward_training || a.pass == Pass::backward_inference;
+    const TensorArg& out = backward ? a.dx : a.y;
+    if (!r.ok || !out.present() || ++calls_ % 2 != 0) return r;
+    int64_t last = 0;  // the physical offset of the element with the largest logical index
+    for (int d = 0; d < out.rank; ++d) last += (out.dims[d] - 1) * out.strides[d];
+    if (out.dtype == DType::f32) {
+      float& v = static_cast<float*>(out.data)[last];
+      v = std::nextafter(v, std::numeric_limits<float>::infinity());
+    } else if (out.dtype == DType::f64) {
+      double& v = static_cast<double*>(out.data)[last];
+      v = std::nextafter(v, std::numeric_limits<double>::infinity());
+    }
+    return r;
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  int64_t calls_ = 0;
+};
+
 }  // namespace
+
+std::unique_ptr<Backend> nondeterministic(std::unique_ptr<Backend> inner) {
+  return std::make_unique<Nondeterministic>(std::move(inner));
+}
+
+void register_nondeterministic_backend(BackendRegistry& r) {
+  r.add("mutant_nondeterministic",
+        "planted fault: every second call moves the last element of y (forward) or dx (backward) by one ulp",
+        [] { return nondeterministic(make_naive_backend({}, "naive")); });
+}
 
 std::unique_ptr<Backend> perturb_y(std::unique_ptr<Backend> inner, int64_t index, float delta) {
   return std::make_unique<PerturbY>(std::move(inner), index, delta);

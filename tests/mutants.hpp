@@ -41,4 +41,12 @@ const std::vector<std::string>& correct_variant_names();
 /// included) is caught and located.
 std::unique_ptr<Backend> perturb_y(std::unique_ptr<Backend> inner, int64_t index, float delta);
 
+/// mutant_nondeterministic (registered with the mutants): `inner`, except that every second call
+/// moves the last element of y (dx in a backward pass) one ulp up: within every tolerance, so
+/// only `--repeat` tells it from a deterministic backend.
+std::unique_ptr<Backend> nondeterministic(std::unique_ptr<Backend> inner);
+/// Registers mutant_nondeterministic (apart from register_mutant_backends: it passes every
+/// suite, and every one of those must fail one).
+void register_nondeterministic_backend(BackendRegistry& r);
+
 }  // namespace normcheck::testing

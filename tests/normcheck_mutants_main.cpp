@@ -7,5 +7,6 @@ int main(int argc, char** argv) {
   normcheck::register_builtin_backends(registry);
   normcheck::testing::register_mutant_backends(registry);
   normcheck::testing::register_correct_variants(registry);
+  normcheck::testing::register_nondeterministic_backend(registry);
   return normcheck::cli_main(argc, argv, registry);
 }

@@ -16,11 +16,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <regex>
 #include <set>
+#include <string_view>
 #include <tuple>
 
 #include "normcheck/bench.hpp"
@@ -88,6 +91,121 @@ std::string join_names(const V& list) {
   return join(v);
 }
 
+/// Colour on stdout (docs/cli.md "Output"): --color auto (the default) colours verdicts when
+/// stdout is a terminal and NO_COLOR is unset or empty (https://no-color.org); always/never force it.
+bool g_color = false;
+/// Verbosity: -1 with --quiet, 0 by default, 1 with -v (a line per passing case), 2 with -vv
+/// (every tensor's figures, passing ones too).
+int g_verbosity = 0;
+
+bool colour_wanted(const std::string& mode) {
+  if (mode == "always") return true;
+  if (mode == "never") return false;
+  const char* no_color = std::getenv("NO_COLOR");
+  return isatty(STDOUT_FILENO) && !(no_color && *no_color);
+}
+
+/// `text` in the SGR colour `sgr` ("31" red, …) when colour is on, else as is.
+std::string paint(const std::string& text, std::string_view sgr) {
+  return g_color ? fmt::format("\033[{}m{}\033[0m", sgr, text) : text;
+}
+
+std::string_view verdict_colour(Verdict v) {
+  switch (v) {
+    case Verdict::pass: return "32";
+    case Verdict::warn: return "33";
+    case Verdict::unsupported: return "2";
+    case Verdict::not_certifiable: return "35";
+    default: return "1;31";
+  }
+}
+
+/// -k/--filter (docs/cli.md): a case is selected when its canonical descriptor contains one of
+/// the expressions as a substring, or, for an expression written /RE/, when the ECMAScript
+/// regular expression RE matches part of it (std::regex_search). Throws Error for a bad RE.
+class CaseFilter {
+ public:
+  explicit CaseFilter(const std::vector<std::string>& exprs) : exprs_(exprs) {
+    for (const auto& e : exprs) {
+      if (e.empty()) throw Error("--filter: empty expression (give a substring of the descriptors, or /REGEX/)");
+      if (e.size() >= 2 && e.front() == '/' && e.back() == '/') {
+        try {
+          regexes_.emplace_back(e.substr(1, e.size() - 2), std::regex::ECMAScript);
+        } catch (const std::regex_error& err) {
+          throw Error(fmt::format("--filter '{}': not a valid regular expression: {}", e, err.what()));
+        }
+      } else {
+        substrings_.push_back(e);
+      }
+    }
+  }
+  bool active() const { return !exprs_.empty(); }
+  bool matches(const std::string& descriptor) const {
+    for (const auto& s : substrings_)
+      if (descriptor.find(s) != std::string::npos) return true;
+    for (const auto& r : regexes_)
+      if (std::regex_search(descriptor, r)) return true;
+    return false;
+  }
+  std::string text() const {
+    std::vector<std::string> q;
+    for (const auto& e : exprs_) q.push_back("'" + e + "'");
+    return join(q);
+  }
+
+ private:
+  std::vector<std::string> exprs_, substrings_;
+  std::vector<std::regex> regexes_;
+};
+
+/// `normcheck list --json`: what `normcheck list` prints, as one JSON object on stdout.
+nlohmann::json list_json(const BackendRegistry& registry) {
+  using nlohmann::json;
+  auto names = [](const auto& list) {
+    std::vector<std::string> v;
+    for (auto e : list) v.emplace_back(to_string(e));
+    return v;
+  };
+  json j;
+  j["schema"] = "normcheck-list/1";
+  j["normcheck_version"] = kVersion;
+  j["backends"] = json::array();
+  for (const auto& e : registry.entries()) {
+    auto b = e.factory();
+    const Capabilities c = b->capabilities();
+    json prec = {{"summation", to_string(c.precision.summation)}, {"rsqrt_error_u", c.precision.rsqrt_error}};
+    if (c.precision.summation == Summation::blocked) prec["block"] = c.precision.block;
+    if (c.precision.accumulation) prec["accumulation"] = to_string(*c.precision.accumulation);
+    j["backends"].push_back({{"name", e.name}, {"version", b->version()}, {"description", b->description()},
+                             {"ops", names(c.ops)}, {"passes", names(c.passes)}, {"dtypes", names(c.dtypes)},
+                             {"layouts", names(c.layouts)}, {"precision", prec}, {"convention", c.convention},
+                             {"notes", c.notes}});
+  }
+  j["suites"] = json::array();
+  for (const auto& n : builtin_suite_names()) {
+    const Suite s = load_suite(n);
+    j["suites"].push_back({{"name", n}, {"cases", s.cases.size()}, {"throughput", s.throughput}, {"title", s.title}});
+  }
+  std::vector<std::string> ops, passes;
+  for (auto o : kAllOps) ops.emplace_back(to_string(o));
+  for (auto p : kAllPasses) passes.emplace_back(to_string(p));
+  j["ops"] = ops;
+  j["passes"] = passes;
+  j["conventions"] = json::array();
+  for (const auto& c : conventions()) {
+    json cj = {{"name", c.name}, {"drives_running_stats", c.drives_running_stats()},
+               {"saved_statistic", c.saved_statistic}};
+    if (c.drives_running_stats()) {
+      cj["momentum_meaning"] = c.momentum_meaning;
+      cj["default_momentum"] = c.default_momentum;
+      cj["running_var_unbiased"] = c.running_var_unbiased;
+      cj["default_eps"] = std::isnan(c.default_eps) ? json(nullptr) : json(c.default_eps);
+    }
+    j["conventions"].push_back(cj);
+  }
+  return j;
+}
+
 int cmd_list(const BackendRegistry& registry) {
   fmt::print("normcheck {}\n\nbackends:\n", kVersion);
   for (const auto& e : registry.entries()) {
@@ -125,32 +243,56 @@ int cmd_list(const BackendRegistry& registry) {
   return kExitPass;
 }
 
+/// -vv: every tensor's figures, passing ones too (the failing ones are in explain()).
+std::string tensor_figures(const CaseResult& c) {
+  std::string out;
+  for (const auto& t : c.tensors)
+    out += fmt::format("      {}: {} elements, max |err| {:.3g}, worst {:.3g}× tolerance at [{}]; max {:.3g} ulp{}\n",
+                       t.name, t.numel, t.max_abs_err, t.worst_ratio, fmt::join(t.worst.coords, ","), t.max_ulp,
+                       t.pass ? "" : " (over)");
+  return out;
+}
+
+/// -v: one line for a passing case: the tensor closest to its tolerance and the case's time.
+void print_pass_line(const CaseResult& c) {
+  const TensorComparison* worst = nullptr;
+  for (const auto& t : c.tensors)
+    if (!worst || t.worst_ratio > worst->worst_ratio) worst = &t;
+  fmt::print("{}  {}  ({}{:.3f} s)\n", paint("PASS", verdict_colour(Verdict::pass)), c.descriptor,
+             worst ? fmt::format("worst: {} at {:.3g}× tolerance; ", worst->name, worst->worst_ratio) : "",
+             c.seconds);
+}
+
 void print_case_outcome(const CaseResult& c, const std::string& backend) {
   if (!c.known_failure.empty() && is_failure(c.verdict)) {
-    fmt::print("KNOWN {} {}\n      known failure: {}\n      {}\n", to_string(c.verdict), c.descriptor,
-               c.known_failure, c.reason);
+    fmt::print("{} {} {}\n      known failure: {}\n      {}\n", paint("KNOWN", "33"), to_string(c.verdict),
+               c.descriptor, c.known_failure, c.reason);
     return;
   }
   switch (c.verdict) {
     case Verdict::warn:
-      fmt::print("WARN{} {}\n      {}\n", c.weak_check ? " WEAK" : " ", c.descriptor, c.reason);
-      return;
+      fmt::print("{} {}\n      {}\n", paint(c.weak_check ? "WARN WEAK" : "WARN ", "33"), c.descriptor, c.reason);
+      break;
     case Verdict::not_certifiable:
-      fmt::print("NOT CERTIFIABLE  {}\n      {}\n", c.descriptor, c.reason);
-      return;
+      fmt::print("{}  {}\n      {}\n", paint("NOT CERTIFIABLE", verdict_colour(c.verdict)), c.descriptor, c.reason);
+      break;
     case Verdict::pass:
       if (!c.reason.empty())
-        fmt::print("{}  {}\n      {}\n", c.weak_check ? "WEAK" : "NOTE", c.descriptor, c.reason);
-      return;
+        fmt::print("{}  {}\n      {}\n", paint(c.weak_check ? "WEAK" : "NOTE", "36"), c.descriptor, c.reason);
+      else if (g_verbosity >= 1)
+        print_pass_line(c);
+      break;
     case Verdict::unsupported:
-      fmt::print("UNSUPPORTED  {}\n      {}\n", c.descriptor, c.reason);
-      return;
+      fmt::print("{}  {}\n      {}\n", paint("UNSUPPORTED", verdict_colour(c.verdict)), c.descriptor, c.reason);
+      break;
     case Verdict::fail:
     case Verdict::error:
     case Verdict::crash:
     case Verdict::timeout:
     case Verdict::overrun:
-      fmt::print("{:<5} {}\n", to_string(c.verdict), c.descriptor);
+    case Verdict::nondeterministic:
+      fmt::print("{} {}\n", paint(fmt::format("{:<5}", to_string(c.verdict)), verdict_colour(c.verdict)),
+                 c.descriptor);
       if (!c.note.empty()) fmt::print("      expected: {}\n", c.note);
       fmt::print("      {}\n", c.reason);
       fmt::print("{}", explain(c));
@@ -158,6 +300,7 @@ void print_case_outcome(const CaseResult& c, const std::string& backend) {
       fmt::print("      reproduce: {}\n", reproducer(backend, c.descriptor) + c.input_options);
       return;
   }
+  if (g_verbosity >= 2) fmt::print("{}", tensor_figures(c));
 }
 
 void print_summary(const std::vector<CaseResult>& cases) {
@@ -190,6 +333,69 @@ std::pair<int, int> parse_shard(const std::string& spec, const std::string& what
   } catch (const std::exception&) {
     throw Error(fmt::format("{} '{}' must be I/N with 0 ≤ I < N ≤ {}, e.g. 0/4", what, spec, kMaxShards));
   }
+}
+
+/// The shard this process runs (docs/cli.md, docs/scale-out.md): --shard I/N; else GoogleTest's
+/// GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS (touching GTEST_SHARD_STATUS_FILE, to say we shard);
+/// else a SLURM job array's SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT
+/// (a contiguous --array); else a Kubernetes Indexed Job's JOB_COMPLETION_INDEX of
+/// NORMCHECK_TOTAL_SHARDS (Kubernetes exports no total: the manifest sets it to .spec.completions).
+/// `source` says which. Throws Error for a malformed or out-of-range value.
+struct Shard {
+  int index = 0, count = 1;
+  std::string source;
+};
+Shard resolve_shard(const std::string& spec) {
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+  };
+  Shard s;
+  if (!spec.empty()) {
+    std::tie(s.index, s.count) = parse_shard(spec, "--shard");
+    s.source = "--shard";
+  } else if (!env("GTEST_TOTAL_SHARDS").empty()) {
+    std::tie(s.index, s.count) = parse_shard(env("GTEST_SHARD_INDEX") + "/" + env("GTEST_TOTAL_SHARDS"),
+                                             "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS");
+    if (const char* status = std::getenv("GTEST_SHARD_STATUS_FILE")) std::ofstream{status};
+    s.source = "GTEST_SHARD_INDEX";
+  } else if (!env("SLURM_ARRAY_TASK_COUNT").empty()) {
+    std::string id = env("SLURM_ARRAY_TASK_ID");
+    const std::string min = env("SLURM_ARRAY_TASK_MIN");
+    try {
+      if (!min.empty()) id = std::to_string(std::stoll(id) - std::stoll(min));
+    } catch (const std::exception&) {
+      throw Error(fmt::format("SLURM_ARRAY_TASK_ID '{}' / SLURM_ARRAY_TASK_MIN '{}' are not integers", id, min));
+    }
+    std::tie(s.index, s.count) = parse_shard(id + "/" + env("SLURM_ARRAY_TASK_COUNT"),
+                                             "SLURM_ARRAY_TASK_ID−SLURM_ARRAY_TASK_MIN/SLURM_ARRAY_TASK_COUNT "
+                                             "(a contiguous --array, e.g. 0-3)");
+    s.source = "SLURM_ARRAY_TASK_ID";
+  } else if (!env("JOB_COMPLETION_INDEX").empty()) {
+    if (env("NORMCHECK_TOTAL_SHARDS").empty())
+      throw Error("JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but NORMCHECK_TOTAL_SHARDS is not: set it "
+                  "to the Job's .spec.completions (docs/scale-out.md), or give --shard I/N");
+    std::tie(s.index, s.count) = parse_shard(env("JOB_COMPLETION_INDEX") + "/" + env("NORMCHECK_TOTAL_SHARDS"),
+                                             "JOB_COMPLETION_INDEX/NORMCHECK_TOTAL_SHARDS");
+    s.source = "JOB_COMPLETION_INDEX";
+  }
+  return s;
+}
+
+/// -k/--filter, then the shard: what the run executes. Indices are renumbered over the selected
+/// cases (so the shards and the plan digest of a filtered run are those of its selection).
+/// Throws Error "no case matches" when a filter selects nothing.
+template <class Plan>
+void apply_filter(Plan& plan, const CaseFilter& filter) {
+  if (!filter.active()) return;
+  const size_t before = plan.size();
+  plan.erase(std::remove_if(plan.begin(), plan.end(),
+                            [&](const auto& pl) { return !filter.matches(to_descriptor(pl.problem)); }),
+             plan.end());
+  if (plan.empty())
+    throw Error(fmt::format("no case matches --filter {} (of {} case{}; `--list-cases` without the filter lists them)",
+                            filter.text(), before, before == 1 ? "" : "s"));
+  for (size_t i = 0; i < plan.size(); ++i) plan[i].index = static_cast<int>(i);
 }
 
 /// Writes every report asked for (each complete or absent: write_text_file); returns the errors,
@@ -226,7 +432,8 @@ int finish_run(const RunReport& report, const std::string& json_path, const std:
   // verified its sharp parts (saved statistics, y against them) and is not "nothing".
   const bool verified = t.pass > 0 || t.weak > 0;
   fmt::print("\n{}: {} of {} cases passed{}{}, {} failed, {} errors, {} unsupported{}{} ({:.2f} s){}\n",
-             !ok ? "FAIL" : verified ? "PASS" : "NOTHING VERIFIED", t.pass, t.total(),
+             !ok ? paint("FAIL", "1;31") : verified ? paint("PASS", "32") : paint("NOTHING VERIFIED", "35"), t.pass,
+             t.total(),
              t.warn ? fmt::format(" ({} with WARN)", t.warn) : "",
              t.weak ? fmt::format(", {} weak check{} (not passed: the budget cannot tell right from wrong there)",
                                   t.weak, t.weak > 1 ? "s" : "")
@@ -520,9 +727,146 @@ int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, 
   return run_bench(*backend, cases, opt);
 }
 
+/// The main-command options each subcommand takes; any other given is an error (exit 2,
+/// docs/cli.md), never silently ignored. A correctness run (no subcommand) takes all of them.
+const std::map<std::string, std::vector<std::string>>& options_of_subcommands() {
+  static const std::map<std::string, std::vector<std::string>> m = {
+      {"bench", {"--backend", "--suite", "--case", "--dtype", "--json", "--filter", "--list-cases"}},
+      {"diagnose", {"--backend", "--json", "--timeout", "--in-process", "--color"}},
+      {"metamorphic",
+       {"--backend", "--suite", "--case", "--dtype", "--json", "--timeout", "--in-process", "--filter", "--list-cases",
+        "--color"}},
+      {"list", {}},
+      {"merge", {"--color"}},
+      {"report", {}},
+  };
+  return m;
+}
+
+/// The footer of a subcommand's --help: the main options it takes (they are defined once, above it).
+std::string applicable_options_text(const std::string& sub) {
+  const auto& opts = options_of_subcommands().at(sub);
+  return fmt::format("Options of the main command that `normcheck {}` takes (before or after the subcommand): {}; "
+                     "see `normcheck --help`\n",
+                     sub, join(opts));
+}
+
+/// Throws Error for a main option given to a subcommand it does not apply to.
+void check_options_apply(const CLI::App& app, const std::string& sub) {
+  if (sub.empty()) return;
+  const auto& allowed = options_of_subcommands().at(sub);
+  for (const CLI::Option* o : app.get_options()) {
+    if (o->count() == 0) continue;
+    const std::string name = o->get_name();
+    if (name == "--help" || name == "--version") continue;
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
+      throw Error(fmt::format("{} does not apply to `normcheck {}` (it takes {})", name, sub,
+                              allowed.empty() ? std::string("none of the main options") : join(allowed)));
+  }
+}
+
+/// --expect FILE exists and is a file (else load_suite would call it an unknown suite). Throws Error.
+void check_expect_file(const std::string& expect_path) {
+  namespace fs = std::filesystem;
+  if (expect_path.empty()) return;
+  std::error_code ec;
+  if (!fs::exists(expect_path, ec)) throw Error(fmt::format("--expect {}: expect file not found", expect_path));
+  if (fs::is_directory(expect_path, ec))
+    throw Error(fmt::format("--expect {}: is a directory, not an expect file", expect_path));
+}
+
+/// Values checked before anything runs, each naming its option. Throws Error.
+void check_values(double timeout, int repeat, int verbose, bool quiet) {
+  if (!(timeout > 0) || !std::isfinite(timeout))
+    throw Error(fmt::format("--timeout {} must be a number of seconds > 0", format_number(timeout)));
+  if (repeat < 1 || repeat > 1000) throw Error(fmt::format("--repeat {} must be between 1 and 1000", repeat));
+  if (verbose > 0 && quiet) throw Error("--verbose and --quiet contradict each other: give one");
+}
+
+/// --list-cases: the canonical descriptors, one per line; exit 0.
+template <class Plan>
+int print_cases(const Plan& plan) {
+  for (const auto& pl : plan) fmt::print("{}\n", to_descriptor(pl.problem));
+  return kExitPass;
+}
+
+/// Bits of an output value as captured (every dtype widens exactly to double, so equal bits in
+/// double mean equal bits in the backend's dtype; −0 and +0 and NaN payloads are told apart).
+uint64_t bits_of(double v) {
+  uint64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+
+/// The first element (in the order of the report's tensors, logical row-major) whose bits differ
+/// between two captures of one case: "y at [0,2]: 0x1.8p-1 in run 1, 0x1.80002p-1 in run 2".
+std::optional<std::string> first_difference(const CaseResult& c, const CaseCapture& a, const CaseCapture& b,
+                                            int run) {
+  for (const auto& t : c.tensors) {
+    const auto ia = a.got.find(t.name), ib = b.got.find(t.name);
+    if (ia == a.got.end()) continue;
+    if (ib == b.got.end() || ib->second.size() != ia->second.size())
+      return fmt::format("{} was produced in run 1 but not in run {}", t.name, run);
+    for (size_t k = 0; k < ia->second.size(); ++k) {
+      if (bits_of(ia->second[k]) == bits_of(ib->second[k])) continue;
+      std::vector<int64_t> coords(t.dims.size());
+      int64_t rest = static_cast<int64_t>(k);
+      for (size_t d = t.dims.size(); d-- > 0;) {
+        coords[d] = rest % t.dims[d];
+        rest /= t.dims[d];
+      }
+      return fmt::format("{} at [{}]: {} ({:a}) in run 1, {} ({:a}) in run {}", t.name, fmt::join(coords, ","),
+                         format_number(ia->second[k]), ia->second[k], format_number(ib->second[k]), ib->second[k], run);
+    }
+  }
+  return std::nullopt;
+}
+
+/// --repeat N (docs/cli.md "Determinism"): the case N times on identical inputs (the descriptor
+/// generates them bit for bit). The first run's verdict stands unless a later run's outputs
+/// differ bitwise from the first's: then the case is NONDETERMINISTIC (a failure), naming the
+/// first differing element. A later run that faults (ERROR, CRASH, …) gives that verdict.
+CaseResult run_repeated(Backend& backend, const Problem& p, RunOptions opt, int repeat) {
+  CaseCapture first;
+  opt.capture = &first;
+  CaseResult c = run_planned(backend, p, opt);
+  if (c.verdict != Verdict::pass && c.verdict != Verdict::warn && c.verdict != Verdict::fail &&
+      c.verdict != Verdict::not_certifiable)
+    return c;  // unsupported or a fault: nothing to compare
+  opt.dump_dir.clear();
+  for (int r = 2; r <= repeat; ++r) {
+    CaseCapture again;
+    opt.capture = &again;
+    const CaseResult cr = run_planned(backend, p, opt);
+    if (is_failure(cr.verdict) && cr.verdict != Verdict::fail) {
+      c.verdict = cr.verdict;
+      c.reason = fmt::format("run {} of {} (--repeat): {}", r, repeat, cr.reason);
+      return c;
+    }
+    if (auto diff = first_difference(c, first, again, r)) {
+      c.verdict = Verdict::nondeterministic;
+      c.reason = fmt::format("run {} of {} on identical inputs differs bitwise from run 1: {}", r, repeat, *diff);
+      c.seconds += cr.seconds;
+      return c;
+    }
+    c.seconds += cr.seconds;
+  }
+  return c;
+}
+
 }  // namespace
 
 int cli_main(int argc, char** argv, const BackendRegistry& registry) {
+  // `--` ends normcheck's options wherever it stands (CLI11 would hand what follows to the
+  // multi-value option before it, or refuse it): what follows is Google Benchmark's (bench only).
+  std::vector<std::string> passthrough;
+  int own_argc = argc;
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--") {
+      passthrough.assign(argv + i + 1, argv + argc);
+      own_argc = i;
+      break;
+    }
   CLI::App app{"normcheck: a correctness oracle for normalization layers (BatchNorm, LayerNorm, "
                "InstanceNorm, GroupNorm, RMSNorm).\nExit codes: 0 all pass, 1 any FAIL or ERROR, "
                "2 usage or setup error (including a plugin that cannot be loaded), 3 internal error, 5 nothing verified "
@@ -580,8 +924,31 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
                  "listed cases that pass again are reported");
   app.add_option("--shard", shard_spec,
                  "run shard I of N (I/N, 0-based: the cases whose index % N == I); default from "
-                 "GTEST_SHARD_INDEX and GTEST_TOTAL_SHARDS");
+                 "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS, SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
+                 "JOB_COMPLETION_INDEX/NORMCHECK_TOTAL_SHARDS (docs/scale-out.md)");
+  std::vector<std::string> filters;
+  bool list_cases = false;
+  int verbose = 0, repeat = 1;
+  std::string color_mode = "auto";
+  app.add_option("-k,--filter", filters,
+                 "run only the cases whose canonical descriptor contains EXPR, or matches /REGEX/ (ECMAScript, "
+                 "searched); repeatable: a case matching any is run. Applied after --dtype and --convention, "
+                 "before --shard");
+  app.add_flag("--list-cases", list_cases,
+               "print the canonical descriptors the run would execute (after --dtype, --convention, --filter, "
+               "--shard), one per line, and exit 0 without running them");
+  app.add_flag("-v,--verbose", verbose, "-v: a line per passing case; -vv: every tensor's figures too");
+  app.add_option("--color", color_mode, "colour verdicts: auto (on a terminal, unless NO_COLOR is set), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
+  app.add_option("--repeat", repeat,
+                 "determinism: run every case N times on identical inputs; outputs that differ bitwise between "
+                 "runs make the case NONDETERMINISTIC (a failure), with the first differing element")
+      ->capture_default_str();
   CLI::App* list = app.add_subcommand("list", "list backends (with versions), suites, ops and conventions");
+  bool list_as_json = false;
+  list->add_flag("--json", list_as_json, "print it as one JSON object (schema normcheck-list/1) instead");
+  list->fallthrough();  // a main option given to it is then named by check_options_apply
   CLI::App* merge = app.add_subcommand("merge", "combine the JSON reports of shards 0..N-1 into one report");
   std::vector<std::string> merge_inputs;
   std::string merge_json, merge_junit, merge_md;
@@ -589,9 +956,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   merge->add_option("-o,--json", merge_json, "write the merged JSON report here");
   merge->add_option("--junit", merge_junit, "write merged JUnit XML here");
   merge->add_option("--report", merge_md, "write the merged Markdown summary here");
+  merge->fallthrough();
   CLI::App* bench = app.add_subcommand(
       "bench", "throughput per case against the measured memory bandwidth (Google Benchmark; docs/bench.md). "
-               "Takes --backend, --suite, --case, --dtype and --json (the Google Benchmark JSON) from above; "
+               "Takes --backend, --suite, --case, --dtype, -k, --list-cases and --json (the Google Benchmark JSON) from "
+               "above; "
                "Google Benchmark flags go after --");
   bench->fallthrough();
   BenchOptions bench_opt;
@@ -604,17 +973,22 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   bench->add_option("--repetitions", bench_opt.repetitions, "repetitions per case (min, median, spread over these)")
       ->capture_default_str();
   bench->add_option("--min-time", bench_opt.min_time, "seconds of timed calls per repetition")->capture_default_str();
-  bench->add_option("benchmark_flags", bench_opt.benchmark_flags, "after --: flags for Google Benchmark");
+  bench->add_flag("--remeasure-bandwidth", bench_opt.remeasure_bandwidth,
+                  "measure the STREAM bandwidth again instead of taking the one cached for this machine and thread "
+                  "count ($XDG_CACHE_HOME/normcheck/stream-bandwidth.json, docs/bench.md)");
+  bench->footer(applicable_options_text("bench") + "\nGoogle Benchmark flags go after --, e.g. -- --benchmark_filter=RE");
   CLI::App* diagnose = app.add_subcommand(
       "diagnose", "probe what a backend does, point by point: momentum direction, Bessel correction, variance and "
                   "eps in the normalization, saved statistics, accumulation precision, variance algorithm, summation "
                   "depth (docs/diagnose.md). Takes --backend and --json from above");
   diagnose->fallthrough();
+  diagnose->footer(applicable_options_text("diagnose"));
   CLI::App* metamorphic = app.add_subcommand(
       "metamorphic", "check relations a correct kernel satisfies without an expected value: NCHW = NHWC, in place = "
                      "out of place, batch permutation, shift invariance, batch_norm inference affine per channel "
                      "(docs/metamorphic.md). Takes --backend, --suite, --case, --dtype and --json from above");
   metamorphic->fallthrough();
+  metamorphic->footer(applicable_options_text("metamorphic"));
   CLI::App* report_cmd = app.add_subcommand(
       "report", "build an HTML page and Markdown from result and bench JSON files (reports/build_report.py; "
                 "needs a Python with matplotlib)");
@@ -624,10 +998,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       ->required();
   report_cmd->add_option("-o,--output", report_dir, "directory for index.html, report.md and the plots")->required();
   report_cmd->add_option("--title", report_title, "page title");
+  report_cmd->fallthrough();
   app.require_subcommand(0, 1);
 
   try {
-    app.parse(argc, argv);
+    app.parse(own_argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
@@ -638,9 +1013,21 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   }
 
   try {
-    if (!input_specs.empty() && !(app.get_subcommands().empty()))
-      throw Error("--input applies to correctness runs (no subcommand), not to a subcommand");
-    if (list->parsed()) return cmd_list(registry);
+    const std::string sub = app.get_subcommands().empty() ? "" : app.get_subcommands().front()->get_name();
+    check_options_apply(app, sub);
+    if (!passthrough.empty() && sub != "bench")
+      throw Error(fmt::format("arguments after -- ({}) are Google Benchmark flags: only `normcheck bench` takes them",
+                              join(passthrough)));
+    bench_opt.benchmark_flags = passthrough;
+    check_values(timeout, repeat, verbose, quiet);
+    g_color = colour_wanted(color_mode);
+    g_verbosity = quiet ? -1 : verbose;
+    const CaseFilter filter(filters);
+    if (list->parsed()) {
+      if (!list_as_json) return cmd_list(registry);
+      fmt::print("{}\n", list_json(registry).dump(2));
+      return kExitPass;
+    }
     if (merge->parsed()) {
       prepare_outputs({{"--json", merge_json}, {"--junit", merge_junit}, {"--report", merge_md}}, "", merge_inputs);
       return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
@@ -648,7 +1035,9 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     if (report_cmd->parsed()) return cmd_report(report_inputs, report_dir, report_title);
     if (metamorphic->parsed()) {
       std::string label;
-      const auto plan = plan_cases(suites, cases, dtype_override, label);
+      auto plan = plan_cases(suites, cases, dtype_override, label);
+      apply_filter(plan, filter);
+      if (list_cases) return print_cases(plan);
       prepare_outputs({{"--json", json_path}}, "");
       auto backend = open_backend(registry, backend_name, timeout, !in_process);
       return cmd_metamorphic(*backend, backend_name, label, plan, json_path);
@@ -659,15 +1048,13 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       return cmd_diagnose(*backend, backend_name, json_path);
     }
     if (bench->parsed()) {
-      for (const auto& [flag, given] : {std::pair{"--junit", !junit_path.empty()}, {"--report", !md_path.empty()},
-                                        {"--dump", !dump_dir.empty()}, {"--expect", !expect_path.empty()},
-                                        {"--shard", !shard_spec.empty()}})
-        if (given) throw Error(fmt::format("{} applies to correctness runs, not to `normcheck bench`", flag));
       for (const auto& f : bench_opt.benchmark_flags)
         if (f.rfind("--benchmark_", 0) != 0)
           throw Error(fmt::format("'{}' after -- is not a Google Benchmark flag (--benchmark_…)", f));
       std::string label;
-      const auto plan = plan_cases(suites, cases, dtype_override, label);
+      auto plan = plan_cases(suites, cases, dtype_override, label);
+      apply_filter(plan, filter);
+      if (list_cases) return print_cases(plan);
       bench_opt.cold_cache = cache_mode == "cold";
       bench_opt.json_path = json_path;
       bench_opt.backend_label = backend_name;
@@ -676,7 +1063,9 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       return cmd_bench(registry, backend_name, plan, bench_opt);
     }
     // First, so that a run that stops anywhere below leaves no stale report of an earlier run.
-    prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
+    // (--list-cases writes nothing, so it leaves the report paths alone.)
+    if (!list_cases) prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
+    check_expect_file(expect_path);  // after: a bad --expect leaves no stale report either
     if (reference_bits != 128 && reference_bits != 256)
       throw Error("--reference-bits must be 128 or 256");
     std::string suite_label;
@@ -687,26 +1076,21 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
     std::unique_ptr<Backend> backend = open_backend(registry, backend_name, timeout, !in_process);
     apply_convention(plan, convention_override, *backend);
+    apply_filter(plan, filter);
 
     // Known failures, by canonical descriptor.
     std::map<std::string, std::string> known;
     if (!expect_path.empty()) known = known_failures(load_suite(expect_path));
-    // Sharding: --shard, else GoogleTest's variables (and its status file, to say we shard).
-    int shard_index = 0, shard_count = 1;
-    if (!shard_spec.empty()) {
-      std::tie(shard_index, shard_count) = parse_shard(shard_spec, "--shard");
-    } else if (const char* total = std::getenv("GTEST_TOTAL_SHARDS")) {
-      const char* index = std::getenv("GTEST_SHARD_INDEX");
-      std::tie(shard_index, shard_count) =
-          parse_shard(fmt::format("{}/{}", index ? index : "", total), "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS");
-      if (const char* status = std::getenv("GTEST_SHARD_STATUS_FILE")) std::ofstream{status};
-    }
+    // Sharding: --shard, else GoogleTest's, SLURM's or Kubernetes' variables (resolve_shard).
+    const Shard shard = resolve_shard(shard_spec);
+    const int shard_index = shard.index, shard_count = shard.count;
     std::vector<std::string> planned_descriptors;
     for (const auto& pl : plan) planned_descriptors.push_back(to_descriptor(pl.problem));
     if (shard_count > 1)
       plan.erase(std::remove_if(plan.begin(), plan.end(),
                                 [&](const Planned& pl) { return pl.index % shard_count != shard_index; }),
                  plan.end());
+    if (list_cases) return print_cases(plan);
 
     RunReport report;
     report.shard_index = shard_index;
@@ -729,9 +1113,11 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     report.plan_digest = plan_digest(planned_descriptors);
 
     if (!quiet)
-      fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {} bits\n", kVersion,
+      fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {} bits{}{}{}\n", kVersion,
                  backend_name, report.backend_version, what, plan.size(), plan.size() == 1 ? "" : "s",
-                 reference_bits);
+                 reference_bits, filter.active() ? ", filter " + filter.text() : "",
+                 shard_count > 1 ? fmt::format(", shard {}/{} ({})", shard_index, shard_count, shard.source) : "",
+                 repeat > 1 ? fmt::format(", each case {} times (--repeat)", repeat) : "");
     std::fflush(stdout);
     const bool tty = isatty(STDERR_FILENO) && !quiet;
     clear_interrupt();
@@ -753,7 +1139,8 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       }
       CaseResult c;
       try {
-        c = run_planned(*backend, plan[i].problem, opt);
+        c = repeat > 1 ? run_repeated(*backend, plan[i].problem, opt, repeat)
+                       : run_planned(*backend, plan[i].problem, opt);
       } catch (const Interrupted&) {  // abandoned at the signal (a plugin call too): nobody's fault
         if (tty) fmt::print(stderr, "\r\033[K");
         break;

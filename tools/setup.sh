@@ -18,6 +18,7 @@ packages=(
   libssl-dev python3-dev pybind11-dev python3-pytest
   chromium
   clang-16 libclang-rt-16-dev
+  slurm-wlm munge
 )
 
 if [ "$(id -u)" -eq 0 ]; then

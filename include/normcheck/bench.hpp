@@ -77,6 +77,9 @@ struct BenchOptions {
   double min_time = 0.1;         ///< seconds per repetition (Google Benchmark's min_time)
   std::string command;           ///< recorded in the JSON context
   std::vector<std::string> benchmark_flags;  ///< passed through to Google Benchmark
+  /// Measure STREAM again instead of taking the bandwidth cached for this machine and thread
+  /// count ($XDG_CACHE_HOME/normcheck/stream-bandwidth.json; docs/bench.md "Bandwidth cache").
+  bool remeasure_bandwidth = false;
 };
 
 struct BenchCase {

@@ -23,7 +23,9 @@ struct SuppliedInputs;  // file_inputs.hpp
 /// declined, with its reason. error: the backend returned an error. crash/timeout/overrun: an
 /// isolated plugin call died of a signal, ran past its time limit, or wrote outside its output
 /// buffers (docs/plugins.md).
-enum class Verdict { pass, fail, unsupported, error, crash, timeout, overrun, warn, not_certifiable };
+/// nondeterministic: with --repeat N, outputs that differ bitwise between runs on identical
+/// inputs (a failure; docs/cli.md "Determinism").
+enum class Verdict { pass, fail, unsupported, error, crash, timeout, overrun, warn, not_certifiable, nondeterministic };
 std::string_view to_string(Verdict);
 
 struct CaseResult {
