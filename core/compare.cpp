@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "normcheck/interrupt.hpp"
+#include "normcheck/partition.hpp"
 #include "normcheck/lowp.hpp"
 #include "normcheck/tensor.hpp"
 
@@ -296,24 +297,24 @@ void add_data_dtype_params(Tolerances& t, const Problem& p, const Partition& par
 
 }  // namespace
 
-Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                           const ReferenceResult& ref, const BudgetModel& model) {
-  Tolerances t;
-  // u is the roundoff of the arithmetic, not of the storage: f16/bf16 data are computed with f32
-  // accumulation (tolerance-model.md §3.3), and their output rounding is the half-ulp term. A
-  // profile that declares a 16-bit accumulator is budgeted with that accumulator's u.
-  const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
+namespace {
+
+/// The model of one make_tolerances call: roundoff, depth, safety factor, λ (tolerance-model.md §1).
+Model budget_model(const BudgetModel& model, DType sdt) {
   Model md;
   md.profile = model.profile;
   md.u = model.profile.unit_roundoff(sdt);
   md.rho = model.profile.rsqrt_error;
   md.eta = 0.5 * (sdt == DType::f64 ? std::numeric_limits<double>::denorm_min()
                                     : static_cast<double>(std::numeric_limits<float>::denorm_min()));
+  return md;
+}
+
+/// Certifiability (§1): the longest reduction of the case under the declared order; sets
+/// t.certifiable / not_certifiable_reason. Returns the depth h_max.
+double check_certifiable(const Problem& p, const Model& md, const BudgetModel& model, DType sdt, double m,
+                         double n_aff, Tolerances& t) {
   const double u = md.u;
-  const double m = static_cast<double>(part.set_size);
-  // Elements per gamma entry: the length of the dgamma/dbeta sums.
-  const double n_aff = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
-  // Certifiability (§1): the longest reduction of the case under the declared order.
   const double h_max = std::max(md.depth(m), is_backward(p.pass) ? md.depth(n_aff) : 0.0);
   if ((h_max + 4) * u > 0.05) {
     t.certifiable = false;
@@ -323,178 +324,246 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
         to_string(md.profile.summation), static_cast<int64_t>(std::max(m, is_backward(p.pass) ? n_aff : 0.0)),
         model.profile.accumulation ? to_string(*model.profile.accumulation) : to_string(sdt), h_max, (h_max + 4) * u);
   }
+  return h_max;
+}
+
+/// Bounds on the running statistics after the training steps (§2.7): e_k = (1−f)·e_{k−1} + A_k,
+/// per channel in *e_rm, *e_rv; and their tolerances when the case outputs them.
+void running_stat_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                             const ReferenceResult& ref, const Model& md, DType sdt, double m, double safety,
+                             std::vector<double>& e_rm, std::vector<double>& e_rv, Tolerances& t) {
+  if (p.op != Op::batch_norm || in.running_mean.empty()) return;
+  const double u = md.u;
+  const size_t n_train = p.pass == Pass::forward_training ? in.batches.size()
+                         : p.pass == Pass::forward_inference ? in.batches.size() - 1 : 0;
+  const double bessel = in.running_var_unbiased && m > 1 ? m / (m - 1) : 1;
+  e_rm.assign(part.num_sets, 0.0);
+  e_rv.assign(part.num_sets, 0.0);
+  for (int64_t c = 0; c < part.num_sets; ++c) {
+    double rm_mag = std::fabs(in.running_mean[c]), rv_mag = std::fabs(in.running_var[c]);
+    for (size_t k = 0; k < n_train; ++k) {
+      const double f = in.weight_of_step(k);
+      const SetStats& sk = ref.batch_stats[k];
+      const SetBounds bk = set_bounds(md, true, m, sk.mean[c], sk.variance[c], sk.inv_std[c], sk.mean_abs[c],
+                                      sk.max_abs[c]);
+      rm_mag = std::fmax(rm_mag, std::fabs(sk.mean[c]));
+      rv_mag = std::fmax(rv_mag, sk.variance[c] * bessel);
+      e_rm[c] = (1 - f) * e_rm[c] + f * bk.e_mean + 3 * u * rm_mag;
+      e_rv[c] = (1 - f) * e_rv[c] + f * bessel * bk.d_var + 3 * u * rv_mag;
+    }
+  }
+  if (ref.running_mean.empty()) return;
+  t.running_mean.resize(part.num_sets);
+  t.running_var.resize(part.num_sets);
+  for (int64_t c = 0; c < part.num_sets; ++c) {
+    t.running_mean[c] = safety * e_rm[c] + half_ulp(sdt, ref.running_mean[c]);
+    t.running_var[c] = safety * e_rv[c] + half_ulp(sdt, ref.running_var[c]);
+  }
+}
+
+/// Forward budgets (§2.4): y per element, term by term (the largest reported as the dominant
+/// one), and the saved statistics per set.
+void forward_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                        const ReferenceResult& ref, const Model& md, const std::vector<SetBounds>& bounds,
+                        const std::vector<double>& e_rm, const std::vector<double>& e_rv, double safety,
+                        Tolerances& t) {
+  const double u = md.u;
+  const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
+  const bool running = p.pass == Pass::forward_inference;
+  const std::vector<double>& x = in.batches.back();
+  const SetStats& st = ref.batch_stats.back();
+  t.y.resize(part.numel);
+  t.y_terms.resize(part.numel);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    poll_interrupt();
+    double mu, r, e_mu, delta_r;
+    if (running) {
+      mu = ref.used_running_mean[s];
+      const double v = ref.used_running_var[s];
+      r = 1 / std::sqrt(v + in.eps);
+      e_mu = e_rm[s] + u * std::fabs(mu);
+      delta_r = 0.5 * (e_rv[s] + u * v) * r * r + (md.rho + 1.5) * u;
+    } else {
+      mu = st.mean[s];
+      r = st.inv_std[s];
+      e_mu = bounds[s].e_mean;
+      delta_r = bounds[s].delta_r;
+    }
+    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
+      if ((i & 0xFFFFF) == 0) poll_interrupt();  // a set of 10^8 elements still stops within ~1 s
+      const double g = in.gamma.empty() ? 1.0 : std::fabs(in.gamma[j]);
+      const double beta = in.beta.empty() || !part.has_beta ? 0.0 : in.beta[j];
+      const double xhat = (x[i] - mu) * r;
+      const double terms[] = {g * r * e_mu, g * std::fabs(xhat) * delta_r,
+                              g * r * (2 * u * (std::fabs(x[i]) + std::fabs(mu)) + 2 * md.eta),
+                              g * std::fabs(xhat) * 3 * u + u * std::fabs(beta)};
+      const double a = terms[0] + terms[1] + terms[2] + terms[3];
+      t.y[i] = safety * a + half_ulp(dt, ref.y[i]);
+      t.y_terms[i] = static_cast<BudgetTerm>(std::max_element(std::begin(terms), std::end(terms)) - std::begin(terms));
+    });
+  }
+  if (p.pass != Pass::forward_training) return;
+  t.mean.resize(part.num_sets);
+  t.variance.resize(part.num_sets);
+  t.inv_std.resize(part.num_sets);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    t.mean[s] = safety * bounds[s].e_mean + half_ulp(sdt, st.mean[s]);
+    t.variance[s] = safety * bounds[s].d_var + half_ulp(sdt, st.variance[s]);
+    t.inv_std[s] = safety * bounds[s].delta_r * st.inv_std[s] + half_ulp(sdt, st.inv_std[s]);
+  }
+}
+
+/// The statistics the backward's backend receives (exact ones rounded to the stats dtype).
+struct BackwardStats {
+  std::vector<double> mu, r;     ///< per set
+  std::vector<double> xhat, g;   ///< per element: (x − μ)·r and dy·γ
+};
+
+BackwardStats backward_stats(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                             const ReferenceResult& ref) {
+  const bool global = p.pass == Pass::backward_inference;
+  const SetStats& st = ref.batch_stats.back();
+  const std::vector<double>& x = in.batches.back();
+  BackwardStats b;
+  b.mu.resize(part.num_sets);
+  b.r.resize(part.num_sets);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    b.mu[s] = global ? ref.used_running_mean[s] : st.mean[s];
+    b.r[s] = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
+  }
+  b.xhat.resize(part.numel);
+  b.g.resize(part.numel);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    poll_interrupt();
+    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
+      if ((i & 0xFFFFF) == 0) poll_interrupt();
+      b.xhat[i] = (x[i] - b.mu[s]) * b.r[s];
+      b.g[i] = in.dy[i] * (in.gamma.empty() ? 1.0 : in.gamma[j]);
+    });
+  }
+  return b;
+}
+
+/// dx budgets (§2.6).
+void dx_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in, const ReferenceResult& ref,
+                   const Model& md, const BackwardStats& bs, double m, double safety, Tolerances& t) {
+  const double u = md.u;
+  const DType dt = p.dtype;
+  const double delta_r = (md.rho + 2.5) * u;
+  const std::vector<double>& x = in.batches.back();
+  const std::vector<double>&xhat = bs.xhat, &g = bs.g;
+  t.dx.resize(part.numel);
+  if (p.pass == Pass::backward_inference) {
+    for (int64_t i = 0; i < part.numel; ++i)
+      t.dx[i] = safety * std::fabs(ref.dx[i]) * (delta_r + 3 * u) + half_ulp(dt, ref.dx[i]);
+    return;
+  }
+  const double h = md.depth(m);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    poll_interrupt();
+    double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
+    for_each_in_set(part, s, [&](int64_t i, int64_t) {
+      a += g[i];
+      b += g[i] * xhat[i];
+      g1 += std::fabs(g[i]);
+      gx += std::fabs(g[i] * xhat[i]);
+      gxabs += std::fabs(g[i]) * std::fabs(x[i]);
+    });
+    if (!part.subtract_mean) a = 0;
+    a /= m, b /= m, g1 /= m, gx /= m, gxabs /= m;
+    const double r = bs.r[s], mu = bs.mu[s];
+    const double e_mu = u * std::fabs(mu);
+    const double da = md.gam(h + 2) * g1;
+    // x̂-form and x-form (dx = A·g + B·x + C) kernels alike: the latter adds γ_{h+3}·r(GX + |μ|G1).
+    const double db = md.gam(h + 3) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
+                      md.gam(h + 3) * r * (gxabs + std::fabs(mu) * g1);
+    for_each_in_set(part, s, [&](int64_t i, int64_t) {
+      if ((i & 0xFFFFF) == 0) poll_interrupt();
+      const double xi = r * e_mu + std::fabs(xhat[i]) * (delta_r + 2 * u);
+      const double A = r * (da + std::fabs(xhat[i]) * db + std::fabs(b) * xi +
+                            2 * u * (std::fabs(g[i]) + std::fabs(a) + std::fabs(xhat[i] * b)) +
+                            2 * u * r * std::fabs(b) * (std::fabs(x[i]) + std::fabs(mu))) +
+                       (delta_r + 2 * u) * std::fabs(ref.dx[i]);
+      t.dx[i] = safety * A + half_ulp(dt, ref.dx[i]);
+    });
+  }
+}
+
+/// dgamma and dbeta budgets: sums over the n_aff elements sharing one affine index. Every
+/// entry's terms are added in increasing element order (sets in order, each set's elements in
+/// order: for every op the elements of one gamma entry then come in increasing index).
+void affine_grad_tolerances(const Partition& part, const ReferenceInputs& in, const ReferenceResult& ref,
+                            const Model& md, const BackwardStats& bs, DType sdt, double n_aff, double safety,
+                            Tolerances& t) {
+  const double u = md.u;
+  const double delta_r = (md.rho + 2.5) * u;
+  const std::vector<double>& x = in.batches.back();
+  const std::vector<double>& dy = in.dy;
+  std::vector<double> s_dyx(part.num_affine, 0), s_dy(part.num_affine, 0), s_xform(part.num_affine, 0),
+      s_abs_dy(part.num_affine, 0);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    poll_interrupt();
+    const double r = bs.r[s], amu = std::fabs(bs.mu[s]);
+    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
+      s_dyx[j] += std::fabs(dy[i] * bs.xhat[i]);
+      s_dy[j] += std::fabs(dy[i]) * r * u * amu;  // mean-rounding term r·E_μ'·|dy|
+      s_xform[j] += r * std::fabs(dy[i]) * (std::fabs(x[i]) + amu);
+      s_abs_dy[j] += std::fabs(dy[i]);
+    });
+  }
+  if (!ref.dgamma.empty()) {
+    t.dgamma.resize(part.num_affine);
+    for (int64_t j = 0; j < part.num_affine; ++j) {
+      const double A = md.gam(md.depth(n_aff) + 2) * (s_dyx[j] + s_xform[j]) + s_dy[j] + (delta_r + 2 * u) * s_dyx[j];
+      t.dgamma[j] = safety * A + half_ulp(sdt, ref.dgamma[j]);
+    }
+  }
+  if (!ref.dbeta.empty()) {
+    t.dbeta.resize(part.num_affine);
+    for (int64_t j = 0; j < part.num_affine; ++j)
+      t.dbeta[j] = safety * md.gam(md.depth(n_aff)) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
+  }
+}
+
+}  // namespace
+
+Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                           const ReferenceResult& ref, const BudgetModel& model) {
+  Tolerances t;
+  // u is the roundoff of the arithmetic, not of the storage: f16/bf16 data are computed with f32
+  // accumulation (tolerance-model.md §3.3), and their output rounding is the half-ulp term. A
+  // profile that declares a 16-bit accumulator is budgeted with that accumulator's u.
+  const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
+  Model md = budget_model(model, sdt);
+  const double m = static_cast<double>(part.set_size);
+  // Elements per gamma entry: the length of the dgamma/dbeta sums.
+  const double n_aff = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
+  const double h_max = check_certifiable(p, md, model, sdt, m, n_aff, t);
   if (model.probabilistic) {
     md.s = 1;
     const double checked = static_cast<double>(part.numel);
     md.lambda = std::sqrt(2 * std::log(2 * std::max(h_max, 1.0) * checked / model.p_fail));
     t.lambda = md.lambda;
   }
-  const double kSafety = md.s;
-  const std::vector<double>& x = in.batches.back();
+  const double safety = md.s;
   const SetStats& st = ref.batch_stats.back();
-  const int64_t n = part.numel;
-  auto gamma_of = [&](int64_t i) { return in.gamma.empty() ? 1.0 : in.gamma[part.affine_of(i)]; };
-  auto beta_of = [&](int64_t i) {
-    return in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of(i)];
-  };
-
   std::vector<SetBounds> bounds(part.num_sets);
   for (int64_t s = 0; s < part.num_sets; ++s)
-    bounds[s] = set_bounds(md, part.subtract_mean, m, st.mean[s], st.variance[s], st.inv_std[s],
-                           st.mean_abs[s], st.max_abs[s]);
-
-  // Running statistics after the training steps (§2.7): e_k = (1−f)·e_{k−1} + A_k.
+    bounds[s] = set_bounds(md, part.subtract_mean, m, st.mean[s], st.variance[s], st.inv_std[s], st.mean_abs[s],
+                           st.max_abs[s]);
   std::vector<double> e_rm, e_rv;
-  if (p.op == Op::batch_norm && !in.running_mean.empty()) {
-    const size_t n_train = p.pass == Pass::forward_training ? in.batches.size()
-                           : p.pass == Pass::forward_inference ? in.batches.size() - 1 : 0;
-    const double bessel = in.running_var_unbiased && m > 1 ? m / (m - 1) : 1;
-    e_rm.assign(part.num_sets, 0.0);
-    e_rv.assign(part.num_sets, 0.0);
-    for (int64_t c = 0; c < part.num_sets; ++c) {
-      double rm_mag = std::fabs(in.running_mean[c]), rv_mag = std::fabs(in.running_var[c]);
-      for (size_t k = 0; k < n_train; ++k) {
-        const double f = in.weight_of_step(k);
-        const SetStats& sk = ref.batch_stats[k];
-        const SetBounds bk = set_bounds(md, true, m, sk.mean[c], sk.variance[c], sk.inv_std[c],
-                                        sk.mean_abs[c], sk.max_abs[c]);
-        rm_mag = std::fmax(rm_mag, std::fabs(sk.mean[c]));
-        rv_mag = std::fmax(rv_mag, sk.variance[c] * bessel);
-        e_rm[c] = (1 - f) * e_rm[c] + f * bk.e_mean + 3 * u * rm_mag;
-        e_rv[c] = (1 - f) * e_rv[c] + f * bessel * bk.d_var + 3 * u * rv_mag;
-      }
-    }
-    if (!ref.running_mean.empty()) {
-      t.running_mean.resize(part.num_sets);
-      t.running_var.resize(part.num_sets);
-      for (int64_t c = 0; c < part.num_sets; ++c) {
-        t.running_mean[c] = kSafety * e_rm[c] + half_ulp(sdt, ref.running_mean[c]);
-        t.running_var[c] = kSafety * e_rv[c] + half_ulp(sdt, ref.running_var[c]);
-      }
-    }
-  }
-
-  if (p.pass == Pass::forward_training || p.pass == Pass::forward_inference) {
-    const bool running = p.pass == Pass::forward_inference;
-    t.y.resize(n);
-    t.y_terms.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      if ((i & 0xfffff) == 0) poll_interrupt();
-      const int64_t s = part.set_of(i);
-      double mu, r, e_mu, delta_r;
-      if (running) {
-        mu = ref.used_running_mean[s];
-        const double v = ref.used_running_var[s];
-        r = 1 / std::sqrt(v + in.eps);
-        e_mu = e_rm[s] + u * std::fabs(mu);
-        delta_r = 0.5 * (e_rv[s] + u * v) * r * r + (md.rho + 1.5) * u;
-      } else {
-        mu = st.mean[s];
-        r = st.inv_std[s];
-        e_mu = bounds[s].e_mean;
-        delta_r = bounds[s].delta_r;
-      }
-      const double g = std::fabs(gamma_of(i));
-      const double xhat = (x[i] - mu) * r;
-      // §2.4, term by term; the largest is reported as the dominant one.
-      const double terms[] = {g * r * e_mu, g * std::fabs(xhat) * delta_r,
-                              g * r * (2 * u * (std::fabs(x[i]) + std::fabs(mu)) + 2 * md.eta),
-                              g * std::fabs(xhat) * 3 * u + u * std::fabs(beta_of(i))};
-      const double a = terms[0] + terms[1] + terms[2] + terms[3];
-      t.y[i] = kSafety * a + half_ulp(dt, ref.y[i]);
-      t.y_terms[i] = static_cast<BudgetTerm>(std::max_element(std::begin(terms), std::end(terms)) - std::begin(terms));
-    }
-    if (p.pass == Pass::forward_training) {
-      t.mean.resize(part.num_sets);
-      t.variance.resize(part.num_sets);
-      t.inv_std.resize(part.num_sets);
-      for (int64_t s = 0; s < part.num_sets; ++s) {
-        t.mean[s] = kSafety * bounds[s].e_mean + half_ulp(sdt, st.mean[s]);
-        t.variance[s] = kSafety * bounds[s].d_var + half_ulp(sdt, st.variance[s]);
-        t.inv_std[s] = kSafety * bounds[s].delta_r * st.inv_std[s] + half_ulp(sdt, st.inv_std[s]);
-      }
-    }
-    if (model.profile.params_in_data_dtype && dt != sdt) add_data_dtype_params(t, p, part, in, ref, kSafety);
+  running_stat_tolerances(p, part, in, ref, md, sdt, m, safety, e_rm, e_rv, t);
+  if (!is_backward(p.pass)) {
+    forward_tolerances(p, part, in, ref, md, bounds, e_rm, e_rv, safety, t);
+    if (model.profile.params_in_data_dtype && dt != sdt) add_data_dtype_params(t, p, part, in, ref, safety);
     return t;
   }
-
   // Backward (§2.6). The backend receives the exact statistics rounded to the stats dtype, so the
   // statistic errors it sees are one rounding: E_μ' = u|μ|, δ_r' = (ρ + 1.5)·u + u (r rounded or
   // recomputed from the rounded variance).
-  const std::vector<double>& dy = in.dy;
-  const bool global = p.pass == Pass::backward_inference;
-  std::vector<double> mu_s(part.num_sets), r_s(part.num_sets);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
-    mu_s[s] = global ? ref.used_running_mean[s] : st.mean[s];
-    r_s[s] = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
-  }
-  const double delta_r = (md.rho + 2.5) * u;
-  std::vector<double> xhat(n), g(n);
-  for (int64_t i = 0; i < n; ++i) {
-    if ((i & 0xfffff) == 0) poll_interrupt();
-    xhat[i] = (x[i] - mu_s[part.set_of(i)]) * r_s[part.set_of(i)];
-    g[i] = dy[i] * gamma_of(i);
-  }
-  t.dx.resize(n);
-  if (global) {
-    for (int64_t i = 0; i < n; ++i)
-      t.dx[i] = kSafety * std::fabs(ref.dx[i]) * (delta_r + 3 * u) + half_ulp(dt, ref.dx[i]);
-  } else {
-    const double h = md.depth(m);
-    for (int64_t s = 0; s < part.num_sets; ++s) {
-      const auto idx = [&](int64_t k) { return part.member(s, k); };
-      double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
-      for (int64_t k = 0; k < part.set_size; ++k) {
-        const int64_t i = idx(k);
-        a += g[i];
-        b += g[i] * xhat[i];
-        g1 += std::fabs(g[i]);
-        gx += std::fabs(g[i] * xhat[i]);
-        gxabs += std::fabs(g[i]) * std::fabs(x[i]);
-      }
-      if (!part.subtract_mean) a = 0;
-      a /= m, b /= m, g1 /= m, gx /= m, gxabs /= m;
-      const double r = r_s[s], mu = mu_s[s];
-      const double e_mu = u * std::fabs(mu);
-      const double da = md.gam(h + 2) * g1;
-      // x̂-form and x-form (dx = A·g + B·x + C) kernels alike: the latter adds γ_{h+3}·r(GX + |μ|G1).
-      const double db = md.gam(h + 3) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
-                        md.gam(h + 3) * r * (gxabs + std::fabs(mu) * g1);
-      for (int64_t k = 0; k < part.set_size; ++k) {
-        const int64_t i = idx(k);
-        const double xi = r * e_mu + std::fabs(xhat[i]) * (delta_r + 2 * u);
-        const double A = r * (da + std::fabs(xhat[i]) * db + std::fabs(b) * xi +
-                              2 * u * (std::fabs(g[i]) + std::fabs(a) + std::fabs(xhat[i] * b)) +
-                              2 * u * r * std::fabs(b) * (std::fabs(x[i]) + std::fabs(mu))) +
-                         (delta_r + 2 * u) * std::fabs(ref.dx[i]);
-        t.dx[i] = kSafety * A + half_ulp(dt, ref.dx[i]);
-      }
-    }
-  }
-  // dgamma, dbeta: sums over the n_aff elements sharing one affine index.
-  std::vector<double> s_dyx(part.num_affine, 0), s_dy(part.num_affine, 0), s_xform(part.num_affine, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t j = part.affine_of(i);
-    const int64_t s = part.set_of(i);
-    s_dyx[j] += std::fabs(dy[i] * xhat[i]);
-    s_dy[j] += std::fabs(dy[i]) * r_s[s] * u * std::fabs(mu_s[s]);  // mean-rounding term r·E_μ'·|dy|
-    s_xform[j] += r_s[s] * std::fabs(dy[i]) * (std::fabs(x[i]) + std::fabs(mu_s[s]));
-  }
-  if (!ref.dgamma.empty()) {
-    t.dgamma.resize(part.num_affine);
-    for (int64_t j = 0; j < part.num_affine; ++j) {
-      const double A = md.gam(md.depth(n_aff) + 2) * (s_dyx[j] + s_xform[j]) + s_dy[j] +
-                       (delta_r + 2 * u) * s_dyx[j];
-      t.dgamma[j] = kSafety * A + half_ulp(sdt, ref.dgamma[j]);
-    }
-  }
-  if (!ref.dbeta.empty()) {
-    t.dbeta.resize(part.num_affine);
-    std::vector<double> s_abs_dy(part.num_affine, 0);
-    for (int64_t i = 0; i < n; ++i) s_abs_dy[part.affine_of(i)] += std::fabs(dy[i]);
-    for (int64_t j = 0; j < part.num_affine; ++j)
-      t.dbeta[j] = kSafety * md.gam(md.depth(n_aff)) * s_abs_dy[j] + half_ulp(sdt, ref.dbeta[j]);
-  }
+  const BackwardStats bs = backward_stats(p, part, in, ref);
+  dx_tolerances(p, part, in, ref, md, bs, m, safety, t);
+  affine_grad_tolerances(part, in, ref, md, bs, sdt, n_aff, safety, t);
   return t;
 }
 

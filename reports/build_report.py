@@ -277,7 +277,10 @@ def run_text(s):
                 f"library built {c.get('library_build_type', '?')}")
     if s.kind == "result":
         d = s.data
-        return (f"{len(d['cases'])} cases, reference {d['reference']['precision_bits']} bits, "
+        ref = d["reference"]
+        ref_text = {"fast": "exact (fast)", "slow": f"slow, {ref['precision_bits']} bits"}.get(
+            ref.get("kind", ""), f"{ref['precision_bits']} bits (kind not recorded)")
+        return (f"{len(d['cases'])} cases, reference {ref_text}, "
                 f"{'complete' if d['complete'] else 'INCOMPLETE: ' + d.get('incomplete_reason', '')}, "
                 f"{d['wall_seconds']:.1f} s")
     return "no machine, date or command recorded in this kind of file"

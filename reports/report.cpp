@@ -27,6 +27,13 @@
 #include <thread>
 
 namespace normcheck {
+
+std::string reference_label(const RunReport& r) {
+  if (r.reference_kind == "fast") return "exact (fast reference)";
+  if (r.reference_kind == "slow") return fmt::format("slow, {} bits", r.reference_bits);
+  return fmt::format("{} bits (kind not recorded)", r.reference_bits);
+}
+
 namespace {
 
 using nlohmann::json;
@@ -239,7 +246,7 @@ std::string to_json_text(const RunReport& r) {
   j["backend"] = {{"name", r.backend}, {"id", r.backend_name}, {"version", r.backend_version},
                   {"notes", r.backend_notes}};
   j["suite"] = r.suite;
-  j["reference"] = {{"precision_bits", r.reference_bits}};
+  j["reference"] = {{"precision_bits", r.reference_bits}, {"kind", r.reference_kind}};
   const Tally t = tally(r.cases);
   j["summary"] = {{"total", t.total()}, {"pass", t.pass}, {"fail", t.fail}, {"unsupported", t.unsupported},
                   {"error", t.error}, {"known_failures", t.known}, {"warn", t.warn},
@@ -417,6 +424,7 @@ RunReport read_report(const json& j) {
   r.backend_version = j.at("backend").at("version");
   r.suite = j.at("suite");
   r.reference_bits = read_int32(j.at("reference").at("precision_bits"), "reference.precision_bits", 1);
+  r.reference_kind = j.at("reference").value("kind", std::string());
   r.shard_count = read_int32(j.at("shard").at("count"), "shard.count", 1, kMaxShards);
   r.shard_index = read_int32(j.at("shard").at("index"), "shard.index", 0, r.shard_count - 1);
   r.expect_file = j.at("expect_file");
@@ -490,6 +498,7 @@ RunReport merge_reports(const std::vector<RunReport>& parts, const std::vector<s
     same("backend version", first.backend_version, p.backend_version);
     same("suite", first.suite, p.suite);
     same("reference precision_bits", std::to_string(first.reference_bits), std::to_string(p.reference_bits));
+    same("reference kind", first.reference_kind, p.reference_kind);
     same("--dtype", first.dtype_override, p.dtype_override);
     same("--convention", first.convention_override, p.convention_override);
     same("--expect file", first.expect_file, p.expect_file);
@@ -605,9 +614,9 @@ std::string to_markdown(const RunReport& r) {
   const Tally t = tally(r.cases);
   std::string md = fmt::format("# normcheck report: {} on suite {}\n\n", r.backend, r.suite);
   md += fmt::format("- normcheck {}; backend {} ({})\n- machine: {}; compiler: {}\n"
-                    "- started {} UTC; wall time {:.2f} s; reference precision {} bits\n",
+                    "- started {} UTC; wall time {:.2f} s; reference {}\n",
                     r.normcheck_version, r.backend, r.backend_version, r.machine, r.compiler,
-                    r.started_utc, r.wall_seconds, r.reference_bits);
+                    r.started_utc, r.wall_seconds, reference_label(r));
   if (!r.complete)
     md += fmt::format("- **INCOMPLETE: {}; cases below are those that ran**\n",
                       r.incomplete_reason.empty() ? "the run was interrupted" : r.incomplete_reason);

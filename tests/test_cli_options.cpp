@@ -272,4 +272,16 @@ TEST(CliMetamorphic, AViolationNamesTheElementByItsCoordinates) {
       << o.output;
 }
 
+TEST(CliDiagnose, NothingDeterminedIsNotGreen) {
+  // The cuDNN backend on a machine without a CUDA device answers every probe case UNSUPPORTED:
+  // diagnose then determined nothing and must exit 5 (NOTHING VERIFIED), not 0.
+  const auto o = sh(kBin + " diagnose --backend cudnn 2>&1");
+  if (o.output.find("unknown backend") != std::string::npos) GTEST_SKIP() << "the cudnn backend is not built here";
+  if (o.output.find("no CUDA device") == std::string::npos)
+    GTEST_SKIP() << "a CUDA device is present: diagnose determines something here";
+  EXPECT_EQ(o.exit_code, 5) << o.output;
+  EXPECT_NE(o.output.find("NOTHING DETERMINED"), std::string::npos) << o.output;
+  EXPECT_NE(o.output.find("0 of "), std::string::npos) << o.output;
+}
+
 }  // namespace

@@ -700,6 +700,8 @@ int cmd_diagnose(Backend& b, const std::string& label, const std::string& json_p
   int determined = 0;
   for (const auto& p : probes) determined += p.determined;
   fmt::print("\n{} of {} points determined\n", determined, probes.size());
+  if (determined == 0)  // e.g. every probe case unsupported: nothing was learnt, so not green
+    fmt::print("NOTHING DETERMINED: the backend ran none of the probe cases (the reasons are above)\n");
   if (!json_path.empty()) {
     nlohmann::json j;
     j["schema"] = "normcheck-diagnose/1";
@@ -711,7 +713,7 @@ int cmd_diagnose(Backend& b, const std::string& label, const std::string& json_p
                              {"determined", p.determined}});
     write_text_file(json_path, j.dump(2) + "\n");
   }
-  return kExitPass;
+  return determined > 0 ? kExitPass : kExitNothingVerified;
 }
 
 int cmd_bench(const BackendRegistry& registry, const std::string& backend_name, const std::vector<Planned>& plan,
@@ -1107,15 +1109,16 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     report.compiler = compiler_description();
     report.started_utc = utc_now_iso8601();
     report.reference_bits = reference_bits;
+    report.reference_kind = reference_kind;
     report.dtype_override = dtype_override;
     report.convention_override = convention_override;
     report.planned_cases = static_cast<int>(planned_descriptors.size());
     report.plan_digest = plan_digest(planned_descriptors);
 
     if (!quiet)
-      fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {} bits{}{}{}\n", kVersion,
+      fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {}{}{}{}\n", kVersion,
                  backend_name, report.backend_version, what, plan.size(), plan.size() == 1 ? "" : "s",
-                 reference_bits, filter.active() ? ", filter " + filter.text() : "",
+                 reference_label(report), filter.active() ? ", filter " + filter.text() : "",
                  shard_count > 1 ? fmt::format(", shard {}/{} ({})", shard_index, shard_count, shard.source) : "",
                  repeat > 1 ? fmt::format(", each case {} times (--repeat)", repeat) : "");
     std::fflush(stdout);

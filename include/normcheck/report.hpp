@@ -37,7 +37,10 @@ struct RunReport {
   std::string commit = normcheck_commit();
   std::string started_utc;       ///< ISO 8601
   double wall_seconds = 0;
-  int reference_bits = 128;
+  int reference_bits = 128;      ///< precision of the slow reference (used only when reference_kind is "slow")
+  /// "fast" (exact, correctly rounded: docs/reference.md) or "slow" (Boost at reference_bits);
+  /// "" in a file written before the field existed.
+  std::string reference_kind = "fast";
   bool complete = true;          ///< false when the run was interrupted or a merge lacks shards
   std::string incomplete_reason; ///< why complete is false ("interrupted by SIGTERM", "shard 2/4 missing")
   int shard_index = 0, shard_count = 1;  ///< this report holds the cases with index % count == index
@@ -49,6 +52,10 @@ struct RunReport {
   std::string plan_digest;         ///< plan_digest() of the whole run's canonical descriptors
   std::vector<CaseResult> cases;
 };
+
+/// "exact (fast reference)", "slow, 128 bits" or "128 bits (kind not recorded)": how a run's
+/// reference is named on the console and in reports.
+std::string reference_label(const RunReport& r);
 
 /// Counts per verdict.
 /// Counts per verdict; `error` counts ERROR, CRASH, TIMEOUT and OVERRUN together. `known`
