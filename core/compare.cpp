@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -71,8 +72,14 @@ int64_t ordered_bits(DType t, double v) {
   return i < 0 ? INT64_MIN - i : i;
 }
 
-/// Half the spacing of dtype t at |v| (the gap to the next value away from zero; subnormal
-/// spacing near zero). 0 for non-finite v.
+/// max(a, b) for an accumulator a that is never NaN: a NaN b is ignored, as std::fmax does,
+/// without its library call.
+inline double max_of(double a, double b) { return b > a ? b : a; }
+
+}  // namespace
+
+// Half the spacing of dtype t at |v| (the gap to the next value away from zero; subnormal
+// spacing near zero). 0 for non-finite v.
 double half_ulp(DType t, double v) {
   v = std::fabs(v);
   if (!std::isfinite(v)) return 0;
@@ -81,12 +88,20 @@ double half_ulp(DType t, double v) {
     case DType::bf16: return 0.5 * std::ldexp(1.0, std::max(std::ilogb(std::fmax(v, 0x1p-126)), -126) - 7);
     case DType::f32: {
       const float f = static_cast<float>(v);
+      // A normal f below the top binade: the gap above it is 2^(e − 150), e its exponent field.
+      const auto e = std::bit_cast<std::uint32_t>(f) >> 23;
+      if (e >= 1 && e <= 253) return 0.5 * std::bit_cast<double>(static_cast<std::uint64_t>(e - 150 + 1023) << 52);
       return 0.5 * (static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity())) - f);
     }
     case DType::f64: break;
   }
+  // The gap above v is 2^(E − 1075), E its exponent field: a normal double for E ∈ [53, 2045].
+  const auto e = std::bit_cast<std::uint64_t>(v) >> 52;
+  if (e >= 53 && e <= 2045) return 0.5 * std::bit_cast<double>((e - 1075 + 1023) << 52);
   return 0.5 * (std::nextafter(v, kInf) - v);
 }
+
+namespace {
 
 std::vector<int64_t> coords_of(int64_t i, const std::vector<int64_t>& dims) {
   std::vector<int64_t> c(dims.size());
@@ -184,19 +199,19 @@ TensorComparison compare_range(const TensorComparison& shape, const std::vector<
     } else {
       ratio = tol[i] > 0 ? err / tol[i] : (err > 0 ? kInf : 0);
       if (err > tol[i]) ++c.over_tolerance;
-      c.max_abs_err = std::fmax(c.max_abs_err, err);
-      if (r != 0) c.max_rel_err = std::fmax(c.max_rel_err, err / std::fabs(r));
+      c.max_abs_err = max_of(c.max_abs_err, err);
+      if (r != 0) c.max_rel_err = max_of(c.max_rel_err, err / std::fabs(r));
       if (budget.probabilistic) {
         const double tp = (*budget.probabilistic)[i];
         const double rp = tp > 0 ? err / tp : (err > 0 ? kInf : 0);
-        c.worst_ratio_prob = std::fmax(c.worst_ratio_prob, rp);
+        c.worst_ratio_prob = max_of(c.worst_ratio_prob, rp);
         if (rp > kProbabilisticFailFactor && err <= tol[i]) ++c.over_probabilistic;
       }
       const double hull = half_ulp(dtype, r), rest = tol[i] - hull;
-      const double acc = std::fmax(0.0, err - hull);
-      c.worst_ratio_acc = std::fmax(c.worst_ratio_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
+      const double acc = max_of(0.0, err - hull);
+      c.worst_ratio_acc = max_of(c.worst_ratio_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
     }
-    c.max_ulp = std::fmax(c.max_ulp, ulp_distance(dtype, r, g));
+    c.max_ulp = max_of(c.max_ulp, ulp_distance(dtype, r, g));
     if (c.worst.index < 0 || ratio > c.worst_ratio) {
       c.worst_ratio = ratio;
       c.worst = {i, coords_of(i, shape.dims), g, r, err, tol[i]};

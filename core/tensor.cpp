@@ -76,6 +76,15 @@ void Tensor::set(int64_t i, double v) {
 
 std::vector<double> Tensor::to_vector() const {
   std::vector<double> out(numel_);
+  if (row_major_ && dtype_ == DType::f32) {  // the common case without a switch and an offset per element
+    const unsigned char* p = storage_.data();
+    for (int64_t i = 0; i < numel_; ++i) {
+      float f;
+      std::memcpy(&f, p + 4 * i, 4);
+      out[i] = f;
+    }
+    return out;
+  }
   for (int64_t i = 0; i < numel_; ++i) out[i] = get(i);
   return out;
 }

@@ -319,5 +319,28 @@ TEST(CompareTensor, ThreadCountDoesNotChangeTheResult) {
   }
 }
 
+TEST(HalfUlp, AgreesWithNextafterAtEveryBinade) {
+  // The independent definition: half the distance to the next value of the dtype above |v|.
+  auto f32 = [](double v) {
+    const float f = static_cast<float>(std::fabs(v));
+    return 0.5 * (static_cast<double>(std::nextafter(f, std::numeric_limits<float>::infinity())) - f);
+  };
+  auto f64 = [](double v) { return 0.5 * (std::nextafter(std::fabs(v), INFINITY) - std::fabs(v)); };
+  std::vector<double> vs = {0.0, 1e-45, 0x1p-149, 0x1p-126, 0x1p-1074, 0x1p-1022, 0x1p-970, 0x1p-969, 1.0,
+                            1.5, 0x1.fffffep0, 3.4028234663852886e38, 1e300, 1.7976931348623157e308};
+  for (int e = -1074; e <= 1023; e += 7) {
+    vs.push_back(std::ldexp(1.0, e));
+    vs.push_back(-std::ldexp(1.3, e));
+    vs.push_back(std::nextafter(std::ldexp(1.0, e), 0.0));
+  }
+  for (double v : vs) {
+    if (std::fabs(v) <= 3.4028234663852886e38) EXPECT_EQ(half_ulp(DType::f32, v), f32(v)) << v;
+    EXPECT_EQ(half_ulp(DType::f64, v), f64(v)) << v;
+  }
+  EXPECT_EQ(half_ulp(DType::f32, 1.0), 0x1p-24);  // hand: f32 spacing at 1 is 2^-23
+  EXPECT_EQ(half_ulp(DType::f64, 1.0), 0x1p-53);
+  EXPECT_EQ(half_ulp(DType::f64, INFINITY), 0.0);
+}
+
 }  // namespace
 }  // namespace normcheck

@@ -92,6 +92,11 @@ struct TensorBudget {
   bool nonfinite_reference_undefined = false;
 };
 
+/// Half the spacing of dtype t at |v|: half the gap from |v| rounded to t to the next value of t
+/// away from zero (the subnormal spacing near zero); 0 for non-finite v. The output-rounding
+/// term of every budget (tolerance-model.md §3.3). Units: the value's own.
+double half_ulp(DType t, double v);
+
 /// Compares got against ref element by element (all logical order, same length).
 /// undefined_all marks every element as undefined. Non-finite values: a finite reference needs a
 /// finite result within budget; a ±Inf reference accepts the same infinity or NaN (compensated
