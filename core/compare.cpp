@@ -380,7 +380,7 @@ void running_stat_tolerances(const Problem& p, const Partition& part, const Refe
 /// one), and the saved statistics per set.
 void forward_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                         const ReferenceResult& ref, const Model& md, const std::vector<SetBounds>& bounds,
-                        const std::vector<double>& e_rm, const std::vector<double>& e_rv, double safety,
+                        const std::vector<double>& e_rm, const std::vector<double>& e_rv, double safety, int threads,
                         Tolerances& t) {
   const double u = md.u;
   const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
@@ -389,7 +389,7 @@ void forward_tolerances(const Problem& p, const Partition& part, const Reference
   const SetStats& st = ref.batch_stats.back();
   t.y.resize(part.numel);
   t.y_terms.resize(part.numel);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
+  parallel_for(part.num_sets, threads, [&](int64_t s) {  // each set writes its own elements
     poll_interrupt();
     double mu, r, e_mu, delta_r;
     if (running) {
@@ -416,7 +416,7 @@ void forward_tolerances(const Problem& p, const Partition& part, const Reference
       t.y[i] = safety * a + half_ulp(dt, ref.y[i]);
       t.y_terms[i] = static_cast<BudgetTerm>(std::max_element(std::begin(terms), std::end(terms)) - std::begin(terms));
     });
-  }
+  });
   if (p.pass != Pass::forward_training) return;
   t.mean.resize(part.num_sets);
   t.variance.resize(part.num_sets);
@@ -435,7 +435,7 @@ struct BackwardStats {
 };
 
 BackwardStats backward_stats(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                             const ReferenceResult& ref) {
+                             const ReferenceResult& ref, int threads) {
   const bool global = p.pass == Pass::backward_inference;
   const SetStats& st = ref.batch_stats.back();
   const std::vector<double>& x = in.batches.back();
@@ -448,20 +448,20 @@ BackwardStats backward_stats(const Problem& p, const Partition& part, const Refe
   }
   b.xhat.resize(part.numel);
   b.g.resize(part.numel);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
+  parallel_for(part.num_sets, threads, [&](int64_t s) {
     poll_interrupt();
     for_each_in_set(part, s, [&](int64_t i, int64_t j) {
       if ((i & 0xFFFFF) == 0) poll_interrupt();
       b.xhat[i] = (x[i] - b.mu[s]) * b.r[s];
       b.g[i] = in.dy[i] * (in.gamma.empty() ? 1.0 : in.gamma[j]);
     });
-  }
+  });
   return b;
 }
 
 /// dx budgets (§2.6).
 void dx_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in, const ReferenceResult& ref,
-                   const Model& md, const BackwardStats& bs, double m, double safety, Tolerances& t) {
+                   const Model& md, const BackwardStats& bs, double m, double safety, int threads, Tolerances& t) {
   const double u = md.u;
   const DType dt = p.dtype;
   const double delta_r = (md.rho + 2.5) * u;
@@ -474,7 +474,7 @@ void dx_tolerances(const Problem& p, const Partition& part, const ReferenceInput
     return;
   }
   const double h = md.depth(m);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
+  parallel_for(part.num_sets, threads, [&](int64_t s) {  // each set writes its own elements
     poll_interrupt();
     double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
     for_each_in_set(part, s, [&](int64_t i, int64_t) {
@@ -501,7 +501,7 @@ void dx_tolerances(const Problem& p, const Partition& part, const ReferenceInput
                        (delta_r + 2 * u) * std::fabs(ref.dx[i]);
       t.dx[i] = safety * A + half_ulp(dt, ref.dx[i]);
     });
-  }
+  });
 }
 
 /// dgamma and dbeta budgets: sums over the n_aff elements sharing one affine index. Every
@@ -569,15 +569,15 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   std::vector<double> e_rm, e_rv;
   running_stat_tolerances(p, part, in, ref, md, sdt, m, safety, e_rm, e_rv, t);
   if (!is_backward(p.pass)) {
-    forward_tolerances(p, part, in, ref, md, bounds, e_rm, e_rv, safety, t);
+    forward_tolerances(p, part, in, ref, md, bounds, e_rm, e_rv, safety, model.threads, t);
     if (model.profile.params_in_data_dtype && dt != sdt) add_data_dtype_params(t, p, part, in, ref, safety);
     return t;
   }
   // Backward (§2.6). The backend receives the exact statistics rounded to the stats dtype, so the
   // statistic errors it sees are one rounding: E_μ' = u|μ|, δ_r' = (ρ + 1.5)·u + u (r rounded or
   // recomputed from the rounded variance).
-  const BackwardStats bs = backward_stats(p, part, in, ref);
-  dx_tolerances(p, part, in, ref, md, bs, m, safety, t);
+  const BackwardStats bs = backward_stats(p, part, in, ref, model.threads);
+  dx_tolerances(p, part, in, ref, md, bs, m, safety, model.threads, t);
   affine_grad_tolerances(part, in, ref, md, bs, sdt, n_aff, safety, t);
   return t;
 }

@@ -183,6 +183,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // probabilistic (the WARN tier); docs/comparison.md.
   BudgetModel model;
   model.profile = backend.precision(p.op, p.dtype, p.layout);
+  model.threads = compare_threads(opt);
   const double u_arith = model.profile.unit_roundoff(sdt);  // of the reductions the budget assumes
   const double depth = model.profile.depth(static_cast<double>(part.set_size), u_arith);
   const Tolerances tol = make_tolerances(p, part, rin, ref, model);

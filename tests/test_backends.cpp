@@ -116,6 +116,34 @@ TEST(NaiveF32, HugeMeanCaseIsReportedAsAWeakCheck) {
   EXPECT_GT(r.condition_number, 1e5);
 }
 
+TEST(Threads, RunCaseGivesTheSameVerdictFiguresForEveryThreadCount) {
+  // Reference, budgets and comparison are threaded (RunOptions::threads); every figure of the
+  // comparison must be the same double for 1, 2 and 3 threads.
+  auto b = make_naive_backend();
+  for (const char* d : {"group_norm,pass=backward_training,shape=4x12x9x7,groups=3", "layer_norm,shape=300x64",
+                        "batch_norm,shape=8x5x6x6,steps=3", "instance_norm,pass=backward_training,shape=3x4x50x50"}) {
+    const Problem p = parse_descriptor(d);
+    RunOptions one;
+    one.threads = 1;
+    const auto a = run_case(*b, p, one);
+    for (int threads : {2, 3}) {
+      RunOptions many;
+      many.threads = threads;
+      const auto c = run_case(*b, p, many);
+      EXPECT_EQ(a.verdict, c.verdict) << d;
+      ASSERT_EQ(a.tensors.size(), c.tensors.size()) << d;
+      for (size_t i = 0; i < a.tensors.size(); ++i) {
+        const auto &x = a.tensors[i], &y = c.tensors[i];
+        EXPECT_EQ(x.worst_ratio, y.worst_ratio) << d << " " << x.name << " threads " << threads;
+        EXPECT_EQ(x.worst_ratio_prob, y.worst_ratio_prob) << d << " " << x.name;
+        EXPECT_EQ(x.worst.index, y.worst.index) << d << " " << x.name;
+        EXPECT_EQ(x.worst.tol, y.worst.tol) << d << " " << x.name;
+        EXPECT_EQ(x.max_abs_err, y.max_abs_err) << d << " " << x.name;
+      }
+    }
+  }
+}
+
 TEST(Layouts, TensorOffsetsByHand) {
   // Element (n=1, c=2, h=1, w=0) of a 2x3x2x2 f32 tensor: logical index ((1·3+2)·2+1)·2+0 = 22;
   // NCHW offset 22·4 bytes, NHWC ((1·2+1)·2+0)·3+2 = 20 elements = 80 bytes.

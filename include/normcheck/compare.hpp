@@ -112,6 +112,7 @@ struct BudgetModel {
   PrecisionProfile profile;
   bool probabilistic = false;
   double p_fail = 1e-3;
+  int threads = 1;  ///< threads for the per-set loops; the budgets are the same for every count
 };
 
 /// Tolerances per output tensor (same names as ReferenceResult fields), from the rule above.
