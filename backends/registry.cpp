@@ -4,6 +4,9 @@
 #ifdef NORMCHECK_HAVE_ONEDNN
 #include "onednn/onednn.hpp"
 #endif
+#ifdef NORMCHECK_HAVE_PYTORCH
+#include "pytorch/pytorch.hpp"
+#endif
 
 namespace normcheck {
 
@@ -14,6 +17,10 @@ void register_builtin_backends(BackendRegistry& r) {
   r.add("onednn", "oneDNN CPU primitives on the caller's layout", [] { return make_onednn_backend(false); });
   r.add("onednn_blocked", "oneDNN CPU primitives on nC[d][h]w16c blocked data",
         [] { return make_onednn_backend(true); });
+#endif
+#ifdef NORMCHECK_HAVE_PYTORCH
+  r.add("pytorch", "PyTorch's ATen CPU operators, as torch.nn modules and autograd call them",
+        [] { return make_pytorch_backend(); });
 #endif
 }
 
