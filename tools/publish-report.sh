@@ -147,7 +147,7 @@ for s in "${big[@]}"; do expand "$s" f32 bf16; suite_args+=(--suite "suites/$s.t
 inputs=()
 for r in "${runs[@]}"; do
   IFS='|' read -r label bin backend <<<"$r"
-  log "$label: correctness (${suites[*]} ${big[*]}) × 4 dtypes × 2 layouts"
+  log "$label: correctness: ${suites[*]} × 4 dtypes${big[*]:+, ${big[*]} × f32, bf16}; × 2 layouts"
   start=$(date +%s)
   rc=0
   (cd "$raw" && nice -n 5 "$bin" --backend "$backend" "${suite_args[@]}" -q --json "$raw/$label.json" \
@@ -235,7 +235,9 @@ for path in sys.argv[2:]:
             continue
         bad = [t for t in c["tensors"] if not t["pass"] or t.get("warn")]
         ev = "; ".join(f"{t['name']} {t['over_tolerance']}/{t['numel']} at {t['worst']['coords']}: "
-                       f"{fmt(t['worst']['got'])} / {fmt(t['worst']['expected'])} ({fmt(t['worst_ratio'])}×)" for t in bad)
+                       f"{fmt(t['worst']['got'])} / {fmt(t['worst']['expected'])} ({fmt(t['worst_ratio'])}×"
+                       + (f", {fmt(t['worst_ratio_prob'])}× the probabilistic budget" if t.get('worst_ratio_prob', 0) > 1 else "")
+                       + ")" for t in bad)
         cause = c["suspected_cause"].replace("|", "\\|") or "—"
         out.append(f"| {lib} | {c['verdict']} | `{c['descriptor']}` | {ev} | {cause} |")
 out += ["", "# Every violated metamorphic relation", "", "| library | relation | case | detail |", "|---|---|---|---|"]
