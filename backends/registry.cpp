@@ -7,6 +7,9 @@
 #ifdef NORMCHECK_HAVE_CUDNN
 #include "cudnn/cudnn.hpp"
 #endif
+#ifdef NORMCHECK_HAVE_PYTORCH
+#include "pytorch/pytorch.hpp"
+#endif
 
 namespace normcheck {
 
@@ -25,6 +28,10 @@ void register_builtin_backends(BackendRegistry& r) {
         [] { return make_cudnn_backend(cudnn_plan::Variant::persistent); });
   r.add("cudnn_graph", "cuDNN batch_norm through the graph API (CUDNN_BATCH_NORM)",
         [] { return make_cudnn_backend(cudnn_plan::Variant::graph); });
+#endif
+#ifdef NORMCHECK_HAVE_PYTORCH
+  r.add("pytorch", "PyTorch's ATen CPU operators, as torch.nn modules and autograd call them",
+        [] { return make_pytorch_backend(); });
 #endif
 }
 

@@ -14,6 +14,7 @@ packages=(
   libboost-dev libmpfr-dev libgmp-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libdnnl-dev ocl-icd-opencl-dev opencl-headers xz-utils
+  libtorch-dev
   python3 python3-matplotlib python3-numpy python3-jsonschema
   libssl-dev python3-dev pybind11-dev python3-pytest
   chromium
