@@ -992,11 +992,12 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   metamorphic->fallthrough();
   metamorphic->footer(applicable_options_text("metamorphic"));
   CLI::App* report_cmd = app.add_subcommand(
-      "report", "build an HTML page and Markdown from result and bench JSON files (reports/build_report.py; "
-                "needs a Python with matplotlib)");
+      "report", "build an HTML page and Markdown from result, bench, diagnose and metamorphic JSON files "
+                "(reports/build_report.py; needs a Python with matplotlib)");
   std::vector<std::string> report_inputs;
   std::string report_dir, report_title;
-  report_cmd->add_option("results", report_inputs, "JSON from `normcheck --json` and `normcheck bench --json`")
+  report_cmd->add_option("results", report_inputs, "JSON from `normcheck --json`, `normcheck bench --json`, `normcheck diagnose --json` and "
+                         "`normcheck metamorphic --json`")
       ->required();
   report_cmd->add_option("-o,--output", report_dir, "directory for index.html, report.md and the plots")->required();
   report_cmd->add_option("--title", report_title, "page title");
