@@ -17,6 +17,7 @@ import copy
 import json
 import pathlib
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -145,16 +146,17 @@ mem = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswi
 pretty = next(l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-release") if l.startswith("PRETTY_NAME="))
 prov = next(r for r in rows_of(section("Provenance")) if r[0] == "result_fresh.json")
 assert prov[3] == host and pretty in prov[4] and prov[6] == f"{mem / 2**30:.1f} GiB", prov
-head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+git = shutil.which("git")  # a machine may have the checkout without git (tools/check-fresh-machine.sh)
+head = subprocess.run([git, "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() if git else ""
 if head:
     # The binary may predate the last commit (ctest without a rebuild): the commit it names must be
     # this repository's HEAD or an ancestor of it.
     commit = re.search(r"\(([0-9a-f]{12})(-dirty)?\)", prov[8])
     assert commit, prov[8]
-    r = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", commit.group(1), head])
+    r = subprocess.run([git, "-C", str(repo), "merge-base", "--is-ancestor", commit.group(1), head])
     assert r.returncode == 0, (prov[8], head)
 else:
-    print("note: not a git checkout; commit not compared")
+    print("note: not a git checkout, or no git on this machine; commit not compared")
 assert any(r[0] == "result_naive.json" and r[3] == "not recorded" for r in rows_of(section("Provenance")))
 
 # Diagnose: every probe of every file shown with its finding.
