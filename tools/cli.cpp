@@ -917,7 +917,7 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
       ->capture_default_str();
   app.add_option("--reference-bits", reference_bits, "slow reference precision: 128 or 256")
       ->capture_default_str();
-  app.add_option("--threads", threads, "threads of the reference (0: all cores); results do not depend on it")
+  app.add_option("--threads", threads, "threads of the reference, the budgets and the comparison (0: all cores); results do not depend on it")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--quiet,-q", quiet, "print only failures and the summary");
