@@ -8,10 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <thread>
 
 #include "normcheck/data.hpp"
 #include "normcheck/diagnosis.hpp"
+#include "normcheck/parallel.hpp"
 #include "normcheck/file_inputs.hpp"
 #include "normcheck/generate.hpp"
 #include "normcheck/npy.hpp"
@@ -39,9 +39,7 @@ std::string_view to_string(Verdict v) {
 namespace {
 
 /// Threads of the comparison: RunOptions::threads, 0 meaning every core.
-int compare_threads(const RunOptions& opt) {
-  return opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
+int compare_threads(const RunOptions& opt) { return resolve_threads(opt.threads); }
 
 
 /// Output slots: name as reported (rms_norm renames the statistics), the bit a backend sets,

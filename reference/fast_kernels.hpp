@@ -32,6 +32,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "normcheck/eft.hpp"
+
 namespace normcheck::kernels {
 
 constexpr double kU = 0x1p-53;
@@ -43,10 +45,11 @@ struct Approx {
   double hi, lo, err;
 };
 
+/// TwoSum as out-parameters: eft.hpp's (Knuth), the one copy of it in the project.
 [[gnu::always_inline]] inline void two_sum(double a, double b, double& s, double& e) {
-  s = a + b;
-  const double bb = s - a;
-  e = (a - (s - bb)) + (b - bb);
+  const DoubleWord r = normcheck::two_sum(a, b);
+  s = r.hi;
+  e = r.lo;
 }
 
 template <bool kFma>

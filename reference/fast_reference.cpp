@@ -981,7 +981,7 @@ void set_fast_reference_kernels(KernelIsa isa) { g_isa.store(isa, std::memory_or
 bool fast_reference_uses_fma() { return kernel_table().fma; }
 
 ReferenceResult fast_reference_run(const Problem& p, const Partition& part, const ReferenceInputs& in, int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = resolve_threads(threads);
   const Inputs a{p, part, in, threads};
   ReferenceResult res;
   const size_t calls = in.batches.size();

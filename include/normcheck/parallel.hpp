@@ -12,6 +12,11 @@
 
 namespace normcheck {
 
+/// The thread count a request means: `requested` when positive, else every core (at least 1).
+inline int resolve_threads(int requested) {
+  return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 /// Calls f(i) for every i in [0, n), on min(threads, n) threads (threads ≤ 1: on the caller, in
 /// order). f must be safe to call concurrently for different i. After the first exception no new
 /// task starts; it is rethrown once all threads have stopped.
