@@ -172,19 +172,21 @@ std::string_view to_string(BudgetTerm t) {
 namespace {
 
 /// compare_tensor over elements [lo, hi): the counts and maxima of that range, and its worst
-/// element (the first with the largest ratio).
-TensorComparison compare_range(const TensorComparison& shape, const std::vector<double>& ref,
-                               const std::vector<double>& got, const TensorBudget& budget, bool undefined_all,
-                               int64_t lo, int64_t hi) {
+/// element (the first with the largest ratio). at(i) gives element i's reference, result and
+/// budgets.
+template <class At>
+TensorComparison compare_range(const TensorComparison& shape, bool has_prob, bool undefined_all,
+                               bool nonfinite_reference_undefined, int64_t lo, int64_t hi, const At& at) {
   TensorComparison c;
   c.dtype = shape.dtype;
   const DType dtype = shape.dtype;
-  const std::vector<double>& tol = *budget.worst_case;
-  auto term_of = [&](int64_t i) { return budget.terms ? (*budget.terms)[i] : budget.term; };
   for (int64_t i = lo; i < hi; ++i) {
     if ((i & 0xfffff) == 0) poll_interrupt();  // Ctrl-C honoured within ~1e6 elements
-    const double r = ref[i], g = got[i];
-    if (undefined_all || (budget.nonfinite_reference_undefined && !std::isfinite(r))) {
+    double r, g;
+    ElementBudget eb;
+    at(i, r, g, eb);
+    const double tol = eb.tol;
+    if (undefined_all || (nonfinite_reference_undefined && !std::isfinite(r))) {
       ++c.undefined;
       continue;
     }
@@ -197,26 +199,26 @@ TensorComparison compare_range(const TensorComparison& shape, const std::vector<
       err = same ? 0 : kInf;
       if (!same) c.worst_ratio_prob = c.worst_ratio_acc = kInf;
     } else {
-      ratio = tol[i] > 0 ? err / tol[i] : (err > 0 ? kInf : 0);
-      if (err > tol[i]) ++c.over_tolerance;
+      ratio = tol > 0 ? err / tol : (err > 0 ? kInf : 0);
+      if (err > tol) ++c.over_tolerance;
       c.max_abs_err = max_of(c.max_abs_err, err);
       if (r != 0) c.max_rel_err = max_of(c.max_rel_err, err / std::fabs(r));
-      if (budget.probabilistic) {
-        const double tp = (*budget.probabilistic)[i];
+      if (has_prob) {
+        const double tp = eb.tol_prob;
         const double rp = tp > 0 ? err / tp : (err > 0 ? kInf : 0);
         c.worst_ratio_prob = max_of(c.worst_ratio_prob, rp);
-        if (rp > kProbabilisticFailFactor && err <= tol[i]) ++c.over_probabilistic;
+        if (rp > kProbabilisticFailFactor && err <= tol) ++c.over_probabilistic;
       }
-      const double hull = half_ulp(dtype, r), rest = tol[i] - hull;
+      const double hull = eb.hull, rest = tol - hull;
       const double acc = max_of(0.0, err - hull);
       c.worst_ratio_acc = max_of(c.worst_ratio_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
     }
     c.max_ulp = max_of(c.max_ulp, ulp_distance(dtype, r, g));
     if (c.worst.index < 0 || ratio > c.worst_ratio) {
       c.worst_ratio = ratio;
-      c.worst = {i, coords_of(i, shape.dims), g, r, err, tol[i]};
+      c.worst = {i, coords_of(i, shape.dims), g, r, err, tol};
       // The output rounding dominates where it is at least half of the tolerance.
-      c.dominant = std::isfinite(r) && 2 * half_ulp(dtype, r) >= tol[i] ? BudgetTerm::output_rounding : term_of(i);
+      c.dominant = std::isfinite(r) && 2 * eb.hull >= tol ? BudgetTerm::output_rounding : eb.term;
     }
   }
   return c;
@@ -240,28 +242,74 @@ void merge_range(TensorComparison& a, const TensorComparison& b) {
   }
 }
 
-}  // namespace
+/// Elements per comparison range: ranges are merged in order, so the result is the same for
+/// every thread count.
+constexpr int64_t kRange = int64_t{1} << 16;
 
-TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
-                                const std::vector<double>& ref, const std::vector<double>& got,
-                                const TensorBudget& budget, bool undefined_all, int threads) {
+/// The comparison of n elements in ranges of kRange on `threads` threads: range(c, lo, hi) gives
+/// one range's partial result; c carries name, dtype and dims.
+template <class Range>
+TensorComparison compare_in_ranges(std::string name, DType dtype, std::vector<int64_t> dims, int64_t n, int threads,
+                                   const Range& range) {
   TensorComparison c;
   c.name = std::move(name);
   c.dtype = dtype;
   c.dims = std::move(dims);
-  c.numel = static_cast<int64_t>(ref.size());
-  // Ranges of 2^16 elements, merged in order: identical for every thread count.
-  constexpr int64_t kRange = int64_t{1} << 16;
-  const int64_t ranges = (c.numel + kRange - 1) / kRange;
+  c.numel = n;
+  const int64_t ranges = (n + kRange - 1) / kRange;
   std::vector<TensorComparison> part(static_cast<size_t>(ranges));
   parallel_for(ranges, threads, [&](int64_t k) {
-    part[static_cast<size_t>(k)] =
-        compare_range(c, ref, got, budget, undefined_all, k * kRange, std::min(c.numel, (k + 1) * kRange));
+    part[static_cast<size_t>(k)] = range(c, k * kRange, std::min(n, (k + 1) * kRange));
   });
   for (const auto& r : part) merge_range(c, r);
   c.pass = c.over_tolerance == 0 && c.nonfinite_mismatch == 0 && c.over_probabilistic == 0;
   c.warn = c.pass && c.worst_ratio_prob > 1;
   return c;
+}
+
+}  // namespace
+
+TensorComparison compare_tensor(std::string name, DType dtype, std::vector<int64_t> dims,
+                                const std::vector<double>& ref, const std::vector<double>& got,
+                                const TensorBudget& budget, bool undefined_all, int threads) {
+  const std::vector<double>& tol = *budget.worst_case;
+  const std::vector<double>* prob = budget.probabilistic;
+  auto at = [&](int64_t i, double& r, double& g, ElementBudget& eb) {
+    r = ref[i];
+    g = got[i];
+    eb.tol = tol[i];
+    eb.tol_prob = prob ? (*prob)[i] : 0;
+    eb.term = budget.terms ? (*budget.terms)[i] : budget.term;
+    eb.hull = half_ulp(dtype, r);
+  };
+  return compare_in_ranges(std::move(name), dtype, std::move(dims), static_cast<int64_t>(ref.size()), threads,
+                           [&](const TensorComparison& c, int64_t lo, int64_t hi) {
+                             return compare_range(c, prob != nullptr, undefined_all,
+                                                  budget.nonfinite_reference_undefined, lo, hi, at);
+                           });
+}
+
+TensorComparison compare_tensor(std::string name, const Tensor& got, const std::vector<double>& ref,
+                                const ElementBudgets& budgets, bool nonfinite_reference_undefined, int threads) {
+  return compare_in_ranges(
+      std::move(name), got.dtype(), got.dims(), static_cast<int64_t>(ref.size()), threads,
+      [&](const TensorComparison& c, int64_t lo, int64_t hi) {
+        // Per thread, one range's values and budgets (kept between ranges: no allocation per range).
+        thread_local std::vector<double> got_buf;
+        thread_local std::vector<ElementBudget> budget_buf;
+        got_buf.resize(static_cast<size_t>(kRange));
+        budget_buf.resize(static_cast<size_t>(kRange));
+        got.read(lo, hi, got_buf.data());
+        budgets.fill(lo, hi, budget_buf.data());
+        const double* gb = got_buf.data();
+        const ElementBudget* bb = budget_buf.data();
+        return compare_range(c, budgets.has_probabilistic(), false, nonfinite_reference_undefined, lo, hi,
+                             [&](int64_t i, double& r, double& g, ElementBudget& eb) {
+                               r = ref[i];
+                               g = gb[i - lo];
+                               eb = bb[i - lo];
+                             });
+      });
 }
 
 const std::vector<double>* Tolerances::of(std::string_view name) const {
@@ -279,81 +327,83 @@ const std::vector<double>* Tolerances::of(std::string_view name) const {
 
 namespace {
 
-/// Forward budgets of a backend keeping gamma, beta and the saved statistics in the 16-bit data
-/// dtype dt (PrecisionProfile::params_in_data_dtype). It rounds γ and β to dt on the way in, and
-/// mean, variance and 1/σ on the way out, each by at most hu(v) = max(u_dt·|v|, half_ulp(dt, v)).
-/// y is budgeted for kernels that normalise with the rounded statistics as well as for those
-/// that keep f32 ones: to first order, y = γ̃·(x − μ̃)·r̃ + β̃ moves by at most
-///   |x̂|·hu(γ) + hu(β) + |γ|·r·hu(μ) + |γ·x̂|·hu(r)/r,
-/// and each saved statistic by hu(value). Both are added, times the safety factor s.
-void add_data_dtype_params(Tolerances& t, const Problem& p, const Partition& part, const ReferenceInputs& in,
-                           const ReferenceResult& ref, double s) {
-  const DType dt = p.dtype;
-  const double ud = unit_roundoff(dt);
-  auto hu = [&](double v) { return std::max(ud * std::fabs(v), half_ulp(dt, v)); };
-  const bool running = p.pass == Pass::forward_inference;
-  const SetStats& st = ref.batch_stats.back();
-  const std::vector<double>& x = in.batches.back();
-  for (int64_t i = 0; i < part.numel; ++i) {
-    const int64_t k = part.set_of(i);
-    const double mu = running ? ref.used_running_mean[k] : st.mean[k];
-    const double r = running ? 1 / std::sqrt(ref.used_running_var[k] + in.eps) : st.inv_std[k];
-    const double g = in.gamma.empty() ? 1.0 : in.gamma[part.affine_of(i)];
-    const double b = in.beta.empty() || !part.has_beta ? 0.0 : in.beta[part.affine_of(i)];
-    const double xhat = (x[i] - mu) * r;
-    const double gamma_term = in.gamma.empty() ? 0.0 : std::fabs(xhat) * hu(g);
-    t.y[i] += s * (gamma_term + (b != 0 ? hu(b) : 0.0) + std::fabs(g) * r * (part.subtract_mean ? hu(mu) : 0.0) +
-                   std::fabs(g * xhat) * hu(r) / r);
-  }
-  for (size_t k = 0; k < t.mean.size(); ++k) t.mean[k] += s * hu(st.mean[k]);
-  for (size_t k = 0; k < t.variance.size(); ++k) t.variance[k] += s * hu(st.variance[k]);
-  for (size_t k = 0; k < t.inv_std.size(); ++k) t.inv_std[k] += s * hu(st.inv_std[k]);
-}
-
-}  // namespace
-
-namespace {
-
 /// The model of one make_tolerances call: roundoff, depth, safety factor, λ (tolerance-model.md §1).
-Model budget_model(const BudgetModel& model, DType sdt) {
+/// Worst case: s = 2, γ_k. Probabilistic: s = 1, γ̃_k with λ = sqrt(2·ln(2·h_max·N/p_fail)).
+Model budget_model(const BudgetModel& model, DType sdt, double h_max, double checked) {
   Model md;
   md.profile = model.profile;
   md.u = model.profile.unit_roundoff(sdt);
   md.rho = model.profile.rsqrt_error;
   md.eta = 0.5 * (sdt == DType::f64 ? std::numeric_limits<double>::denorm_min()
                                     : static_cast<double>(std::numeric_limits<float>::denorm_min()));
+  if (model.probabilistic) {
+    md.s = 1;
+    md.lambda = std::sqrt(2 * std::log(2 * std::max(h_max, 1.0) * checked / model.p_fail));
+  }
   return md;
 }
 
-/// Certifiability (§1): the longest reduction of the case under the declared order; sets
-/// t.certifiable / not_certifiable_reason. Returns the depth h_max.
-double check_certifiable(const Problem& p, const Model& md, const BudgetModel& model, DType sdt, double m,
-                         double n_aff, Tolerances& t) {
-  const double u = md.u;
-  const double h_max = std::max(md.depth(m), is_backward(p.pass) ? md.depth(n_aff) : 0.0);
+/// The case's sizes: m elements per reduction set, n_aff per gamma entry (the dgamma/dbeta sums).
+struct Sizes {
+  double m, n_aff;
+};
+Sizes sizes_of(const Partition& part) {
+  return {static_cast<double>(part.set_size),
+          static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1))};
+}
+
+/// The longest reduction's depth under the declared order (§1).
+double max_depth(const Problem& p, const BudgetModel& model, DType sdt, Sizes z) {
+  const double u = model.profile.unit_roundoff(sdt);
+  return std::max(model.profile.depth(z.m, u), is_backward(p.pass) ? model.profile.depth(z.n_aff, u) : 0.0);
+}
+
+/// The budget model of a case: budget_model at the case's h_max and element count.
+Model case_model(const Problem& p, const Partition& part, const BudgetModel& model) {
+  const DType sdt = stats_dtype(p.dtype);
+  return budget_model(model, sdt, max_depth(p, model, sdt, sizes_of(part)), static_cast<double>(part.numel));
+}
+
+/// Certifiability (§1): false, with the reason, when (h_max + 4)·u > 0.05.
+void check_certifiable(const Problem& p, const Model& md, const BudgetModel& model, DType sdt, Sizes z,
+                       Tolerances& t) {
+  const double u = md.u, h_max = max_depth(p, model, sdt, z);
   if ((h_max + 4) * u > 0.05) {
     t.certifiable = false;
     t.not_certifiable_reason = fmt::format(
         "{} sums of {} terms in {} have depth h = {:.0f}: (h + 4)·u = {:.3g} > 0.05, so no first-order error "
         "bound holds at this size (tolerance-model.md §1)",
-        to_string(md.profile.summation), static_cast<int64_t>(std::max(m, is_backward(p.pass) ? n_aff : 0.0)),
+        to_string(md.profile.summation), static_cast<int64_t>(std::max(z.m, is_backward(p.pass) ? z.n_aff : 0.0)),
         model.profile.accumulation ? to_string(*model.profile.accumulation) : to_string(sdt), h_max, (h_max + 4) * u);
   }
-  return h_max;
 }
 
-/// Bounds on the running statistics after the training steps (§2.7): e_k = (1−f)·e_{k−1} + A_k,
-/// per channel in *e_rm, *e_rv; and their tolerances when the case outputs them.
-void running_stat_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                             const ReferenceResult& ref, const Model& md, DType sdt, double m, double safety,
-                             std::vector<double>& e_rm, std::vector<double>& e_rv, Tolerances& t) {
-  if (p.op != Op::batch_norm || in.running_mean.empty()) return;
-  const double u = md.u;
+/// The bounds of every set's computed statistics in the compared batch (§2.1–2.3).
+std::vector<SetBounds> all_set_bounds(const Partition& part, const ReferenceResult& ref, const Model& md) {
+  const SetStats& st = ref.batch_stats.back();
+  const double m = static_cast<double>(part.set_size);
+  std::vector<SetBounds> bounds(part.num_sets);
+  for (int64_t s = 0; s < part.num_sets; ++s)
+    bounds[s] = set_bounds(md, part.subtract_mean, m, st.mean[s], st.variance[s], st.inv_std[s], st.mean_abs[s],
+                           st.max_abs[s]);
+  return bounds;
+}
+
+/// Bounds on the running statistics after the training steps (§2.7), per channel:
+/// e_k = (1−f)·e_{k−1} + A_k. Empty unless the case is batch_norm with running statistics.
+struct RunningErrors {
+  std::vector<double> e_rm, e_rv;
+};
+RunningErrors running_errors(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                             const ReferenceResult& ref, const Model& md) {
+  RunningErrors e;
+  if (p.op != Op::batch_norm || in.running_mean.empty()) return e;
+  const double u = md.u, m = static_cast<double>(part.set_size);
   const size_t n_train = p.pass == Pass::forward_training ? in.batches.size()
                          : p.pass == Pass::forward_inference ? in.batches.size() - 1 : 0;
   const double bessel = in.running_var_unbiased && m > 1 ? m / (m - 1) : 1;
-  e_rm.assign(part.num_sets, 0.0);
-  e_rv.assign(part.num_sets, 0.0);
+  e.e_rm.assign(part.num_sets, 0.0);
+  e.e_rv.assign(part.num_sets, 0.0);
   for (int64_t c = 0; c < part.num_sets; ++c) {
     double rm_mag = std::fabs(in.running_mean[c]), rv_mag = std::fabs(in.running_var[c]);
     for (size_t k = 0; k < n_train; ++k) {
@@ -363,61 +413,29 @@ void running_stat_tolerances(const Problem& p, const Partition& part, const Refe
                                       sk.max_abs[c]);
       rm_mag = std::fmax(rm_mag, std::fabs(sk.mean[c]));
       rv_mag = std::fmax(rv_mag, sk.variance[c] * bessel);
-      e_rm[c] = (1 - f) * e_rm[c] + f * bk.e_mean + 3 * u * rm_mag;
-      e_rv[c] = (1 - f) * e_rv[c] + f * bessel * bk.d_var + 3 * u * rv_mag;
+      e.e_rm[c] = (1 - f) * e.e_rm[c] + f * bk.e_mean + 3 * u * rm_mag;
+      e.e_rv[c] = (1 - f) * e.e_rv[c] + f * bessel * bk.d_var + 3 * u * rv_mag;
     }
   }
-  if (ref.running_mean.empty()) return;
+  return e;
+}
+
+/// The running statistics' tolerances, when the case outputs them.
+void running_stat_tolerances(const Partition& part, const ReferenceResult& ref, const RunningErrors& e, DType sdt,
+                             double safety, Tolerances& t) {
+  if (ref.running_mean.empty() || e.e_rm.empty()) return;
   t.running_mean.resize(part.num_sets);
   t.running_var.resize(part.num_sets);
   for (int64_t c = 0; c < part.num_sets; ++c) {
-    t.running_mean[c] = safety * e_rm[c] + half_ulp(sdt, ref.running_mean[c]);
-    t.running_var[c] = safety * e_rv[c] + half_ulp(sdt, ref.running_var[c]);
+    t.running_mean[c] = safety * e.e_rm[c] + half_ulp(sdt, ref.running_mean[c]);
+    t.running_var[c] = safety * e.e_rv[c] + half_ulp(sdt, ref.running_var[c]);
   }
 }
 
-/// Forward budgets (§2.4): y per element, term by term (the largest reported as the dominant
-/// one), and the saved statistics per set.
-void forward_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                        const ReferenceResult& ref, const Model& md, const std::vector<SetBounds>& bounds,
-                        const std::vector<double>& e_rm, const std::vector<double>& e_rv, double safety, int threads,
-                        Tolerances& t) {
-  const double u = md.u;
-  const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
-  const bool running = p.pass == Pass::forward_inference;
-  const std::vector<double>& x = in.batches.back();
+/// The saved statistics' tolerances (forward_training), per set.
+void stat_tolerances(const Partition& part, const ReferenceResult& ref, const std::vector<SetBounds>& bounds,
+                     DType sdt, double safety, Tolerances& t) {
   const SetStats& st = ref.batch_stats.back();
-  t.y.resize(part.numel);
-  t.y_terms.resize(part.numel);
-  parallel_for(part.num_sets, threads, [&](int64_t s) {  // each set writes its own elements
-    poll_interrupt();
-    double mu, r, e_mu, delta_r;
-    if (running) {
-      mu = ref.used_running_mean[s];
-      const double v = ref.used_running_var[s];
-      r = 1 / std::sqrt(v + in.eps);
-      e_mu = e_rm[s] + u * std::fabs(mu);
-      delta_r = 0.5 * (e_rv[s] + u * v) * r * r + (md.rho + 1.5) * u;
-    } else {
-      mu = st.mean[s];
-      r = st.inv_std[s];
-      e_mu = bounds[s].e_mean;
-      delta_r = bounds[s].delta_r;
-    }
-    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
-      if ((i & 0xFFFFF) == 0) poll_interrupt();  // a set of 10^8 elements still stops within ~1 s
-      const double g = in.gamma.empty() ? 1.0 : std::fabs(in.gamma[j]);
-      const double beta = in.beta.empty() || !part.has_beta ? 0.0 : in.beta[j];
-      const double xhat = (x[i] - mu) * r;
-      const double terms[] = {g * r * e_mu, g * std::fabs(xhat) * delta_r,
-                              g * r * (2 * u * (std::fabs(x[i]) + std::fabs(mu)) + 2 * md.eta),
-                              g * std::fabs(xhat) * 3 * u + u * std::fabs(beta)};
-      const double a = terms[0] + terms[1] + terms[2] + terms[3];
-      t.y[i] = safety * a + half_ulp(dt, ref.y[i]);
-      t.y_terms[i] = static_cast<BudgetTerm>(std::max_element(std::begin(terms), std::end(terms)) - std::begin(terms));
-    });
-  });
-  if (p.pass != Pass::forward_training) return;
   t.mean.resize(part.num_sets);
   t.variance.resize(part.num_sets);
   t.inv_std.resize(part.num_sets);
@@ -428,99 +446,294 @@ void forward_tolerances(const Problem& p, const Partition& part, const Reference
   }
 }
 
-/// The statistics the backward's backend receives (exact ones rounded to the stats dtype).
-struct BackwardStats {
-  std::vector<double> mu, r;     ///< per set
-  std::vector<double> xhat, g;   ///< per element: (x − μ)·r and dy·γ
+/// A backend keeping gamma, beta and the saved statistics in the 16-bit data dtype dt
+/// (PrecisionProfile::params_in_data_dtype) rounds γ and β to dt on the way in, and mean,
+/// variance and 1/σ on the way out, each by at most hu(v) = max(u_dt·|v|, half_ulp(dt, v)).
+/// Each saved statistic moves by hu(value), added times the safety factor s. (y's share:
+/// data_dtype_y_term.)
+double hu_data(DType dt, double v) { return std::max(unit_roundoff(dt) * std::fabs(v), half_ulp(dt, v)); }
+
+void add_data_dtype_stats(Tolerances& t, DType dt, const ReferenceResult& ref, double s) {
+  const SetStats& st = ref.batch_stats.back();
+  for (size_t k = 0; k < t.mean.size(); ++k) t.mean[k] += s * hu_data(dt, st.mean[k]);
+  for (size_t k = 0; k < t.variance.size(); ++k) t.variance[k] += s * hu_data(dt, st.variance[k]);
+  for (size_t k = 0; k < t.inv_std.size(); ++k) t.inv_std[k] += s * hu_data(dt, st.inv_std[k]);
+}
+
+/// y's share of the data-dtype parameters (see hu_data): y is budgeted for kernels that
+/// normalise with the rounded statistics as well as for those that keep f32 ones: to first order,
+/// y = γ̃·(x − μ̃)·r̃ + β̃ moves by at most |x̂|·hu(γ) + hu(β) + |γ|·r·hu(μ) + |γ·x̂|·hu(r)/r.
+double data_dtype_y_term(DType dt, bool has_gamma, bool subtract_mean, double x, double mu, double r, double g,
+                         double b) {
+  const double xhat = (x - mu) * r;
+  const double gamma_term = has_gamma ? std::fabs(xhat) * hu_data(dt, g) : 0.0;
+  return gamma_term + (b != 0 ? hu_data(dt, b) : 0.0) + std::fabs(g) * r * (subtract_mean ? hu_data(dt, mu) : 0.0) +
+         std::fabs(g * xhat) * hu_data(dt, r) / r;
+}
+
+/// The per-set constants of the y budget under one model (§2.4): the statistics the element
+/// terms use, and their error bounds.
+struct YSet {
+  double mu, r, e_mu, delta_r;
 };
 
-BackwardStats backward_stats(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                             const ReferenceResult& ref, int threads) {
+std::vector<YSet> y_sets(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                         const ReferenceResult& ref, const Model& md) {
+  const double u = md.u;
+  const bool running = p.pass == Pass::forward_inference;
+  const std::vector<SetBounds> bounds = all_set_bounds(part, ref, md);
+  const RunningErrors e = running ? running_errors(p, part, in, ref, md) : RunningErrors{};
+  const SetStats& st = ref.batch_stats.back();
+  std::vector<YSet> out(part.num_sets);
+  for (int64_t s = 0; s < part.num_sets; ++s) {
+    if (running) {
+      const double mu = ref.used_running_mean[s], v = ref.used_running_var[s];
+      const double r = 1 / std::sqrt(v + in.eps);
+      out[s] = {mu, r, e.e_rm[s] + u * std::fabs(mu), 0.5 * (e.e_rv[s] + u * v) * r * r + (md.rho + 1.5) * u};
+    } else {
+      out[s] = {st.mean[s], st.inv_std[s], bounds[s].e_mean, bounds[s].delta_r};
+    }
+  }
+  return out;
+}
+
+/// The parts of one element's y budget that do not depend on the model's tier (§2.4):
+/// |γ|·r, |γ|·|x̂| and the two element-wise terms. g_abs = |γ| (1 without affine), beta = β (0
+/// without); mu and r are the same in both tiers.
+struct YShared {
+  double gr, gx, t2, t3;
+};
+inline YShared y_shared(const Model& md, const YSet& q, double x, double g_abs, double beta) {
+  const double u = md.u, mu = q.mu, r = q.r;
+  const double xhat = (x - mu) * r;
+  const double gr = g_abs * r, gx = g_abs * std::fabs(xhat);
+  return {gr, gx, gr * (2 * u * (std::fabs(x) + std::fabs(mu)) + 2 * md.eta), gx * 3 * u + u * std::fabs(beta)};
+}
+
+/// The y budget of one element under one tier: safety·(sum of the four terms) + ½ulp(y) (hull);
+/// the largest term in *term when term is not null.
+inline double y_budget(const Model& md, const YSet& q, const YShared& e, double hull, BudgetTerm* term) {
+  const double t0 = e.gr * q.e_mu, t1 = e.gx * q.delta_r;
+  if (term) {
+    const double terms[] = {t0, t1, e.t2, e.t3};
+    *term = static_cast<BudgetTerm>(std::max_element(std::begin(terms), std::end(terms)) - std::begin(terms));
+  }
+  return md.s * (t0 + t1 + e.t2 + e.t3) + hull;
+}
+
+/// The backward's per-set sums the dx budget needs (§2.6), divided by m: Σg, Σg·x̂, Σ|g|, Σ|g·x̂|,
+/// Σ|g|·|x|, with g = dy·γ and x̂ = (x − μ)·r from the statistics the backend receives. Model-free.
+struct DxSums {
+  double mu, r, a, b, g1, gx, gxabs;
+};
+
+std::vector<DxSums> dx_sums(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                            const ReferenceResult& ref, int threads) {
   const bool global = p.pass == Pass::backward_inference;
   const SetStats& st = ref.batch_stats.back();
   const std::vector<double>& x = in.batches.back();
-  BackwardStats b;
-  b.mu.resize(part.num_sets);
-  b.r.resize(part.num_sets);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
-    b.mu[s] = global ? ref.used_running_mean[s] : st.mean[s];
-    b.r[s] = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
-  }
-  b.xhat.resize(part.numel);
-  b.g.resize(part.numel);
+  const double m = static_cast<double>(part.set_size);
+  std::vector<DxSums> out(part.num_sets);
   parallel_for(part.num_sets, threads, [&](int64_t s) {
     poll_interrupt();
-    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
-      if ((i & 0xFFFFF) == 0) poll_interrupt();
-      b.xhat[i] = (x[i] - b.mu[s]) * b.r[s];
-      b.g[i] = in.dy[i] * (in.gamma.empty() ? 1.0 : in.gamma[j]);
-    });
+    const double mu = global ? ref.used_running_mean[s] : st.mean[s];
+    const double r = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
+    double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
+    if (!global)
+      for_each_in_set(part, s, [&](int64_t i, int64_t j) {
+        if ((i & 0xFFFFF) == 0) poll_interrupt();
+        const double xhat = (x[i] - mu) * r, g = in.dy[i] * (in.gamma.empty() ? 1.0 : in.gamma[j]);
+        a += g;
+        b += g * xhat;
+        g1 += std::fabs(g);
+        gx += std::fabs(g * xhat);
+        gxabs += std::fabs(g) * std::fabs(x[i]);
+      });
+    if (!part.subtract_mean) a = 0;
+    out[s] = {mu, r, a / m, b / m, g1 / m, gx / m, gxabs / m};
   });
-  return b;
+  return out;
 }
 
-/// dx budgets (§2.6).
-void dx_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in, const ReferenceResult& ref,
-                   const Model& md, const BackwardStats& bs, double m, double safety, int threads, Tolerances& t) {
-  const double u = md.u;
-  const DType dt = p.dtype;
-  const double delta_r = (md.rho + 2.5) * u;
+/// The per-set constants of the dx budget under one model (§2.6).
+struct DxSet {
+  double mu, r, a, b, e_mu, da, db;
+};
+
+std::vector<DxSet> dx_sets(const Partition& part, const std::vector<DxSums>& sums, const Model& md) {
+  const double u = md.u, delta_r = (md.rho + 2.5) * u, h = md.depth(static_cast<double>(part.set_size));
+  std::vector<DxSet> out(sums.size());
+  for (size_t s = 0; s < sums.size(); ++s) {
+    const DxSums& q = sums[s];
+    const double r = q.r, mu = q.mu, a = q.a, b = q.b;
+    const double e_mu = u * std::fabs(mu);
+    const double da = md.gam(h + 2) * q.g1;
+    // x̂-form and x-form (dx = A·g + B·x + C) kernels alike: the latter adds γ_{h+3}·r(GX + |μ|G1).
+    const double db = md.gam(h + 3) * q.gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
+                      md.gam(h + 3) * r * (q.gxabs + std::fabs(mu) * q.g1);
+    out[s] = {mu, r, a, b, e_mu, da, db};
+  }
+  return out;
+}
+
+/// The parts of one element's dx budget (backward_training, §2.6) that do not depend on the tier:
+/// |x̂| and the three element-wise terms of A after the set's D_a and D_b, and the output term.
+struct DxShared {
+  double r, axhat, p1, p2, p3, p4;
+};
+inline DxShared dx_shared(const Model& md, const DxSet& q, double x, double g, double ref_dx) {
+  const double u = md.u, delta_r = (md.rho + 2.5) * u;
+  const double r = q.r, mu = q.mu, b = q.b;
+  const double xhat = (x - mu) * r;
+  const double xi = r * q.e_mu + std::fabs(xhat) * (delta_r + 2 * u);
+  return {r,
+          std::fabs(xhat),
+          std::fabs(b) * xi,
+          2 * u * (std::fabs(g) + std::fabs(q.a) + std::fabs(xhat * b)),
+          2 * u * r * std::fabs(b) * (std::fabs(x) + std::fabs(mu)),
+          (delta_r + 2 * u) * std::fabs(ref_dx)};
+}
+
+/// The dx budget of one element of backward_training under one tier: safety·A + ½ulp(dx) (hull),
+/// A = r·(D_a + |x̂|·D_b + |b|·ξ + 2u·(|g| + |a| + |x̂·b|) + 2u·r·|b|·(|x| + |μ|)) + (δ_r + 2u)·|dx|.
+inline double dx_budget(const Model& md, const DxSet& q, const DxShared& e, double hull) {
+  const double A = e.r * (q.da + e.axhat * q.db + e.p1 + e.p2 + e.p3) + e.p4;
+  return md.s * A + hull;
+}
+
+/// The dx budget of one element of backward_inference (dx = γ·r·dy: element-wise).
+double dx_inference_budget(const Model& md, double ref_dx, double hull) {
+  const double u = md.u, delta_r = (md.rho + 2.5) * u;
+  return md.s * std::fabs(ref_dx) * (delta_r + 3 * u) + hull;
+}
+
+}  // namespace
+
+/// One model's per-set constants (y or dx) and the model itself.
+struct ElementBudgets::Tier {
+  Model md;
+  std::vector<YSet> y;
+  std::vector<DxSet> dx;
+};
+
+struct ElementBudgets::Impl {
+  const Problem& p;
+  const Partition& part;
+  const ReferenceInputs& in;
+  const ReferenceResult& ref;
+  bool forward = true, data_dtype_params = false;
+  std::vector<Tier> tiers;  ///< [0] worst case, [1] probabilistic (if asked for)
+
+  void fill(int64_t lo, int64_t hi, ElementBudget* out) const;
+};
+
+ElementBudgets::ElementBudgets(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                               const ReferenceResult& ref, const BudgetModel& worst,
+                               const BudgetModel* probabilistic)
+    : impl_(std::make_unique<Impl>(Impl{p, part, in, ref, true, false, {}})) {
+  Impl& im = *impl_;
+  im.forward = !is_backward(p.pass);
+  im.data_dtype_params = im.forward && worst.profile.params_in_data_dtype && p.dtype != stats_dtype(p.dtype);
+  const std::vector<DxSums> sums = im.forward ? std::vector<DxSums>{} : dx_sums(p, part, in, ref, worst.threads);
+  for (const BudgetModel* m : {&worst, probabilistic}) {
+    if (!m) continue;
+    Tier t{case_model(p, part, *m), {}, {}};
+    if (im.forward) t.y = y_sets(p, part, in, ref, t.md);
+    else t.dx = dx_sets(part, sums, t.md);
+    im.tiers.push_back(std::move(t));
+  }
+}
+
+ElementBudgets::~ElementBudgets() = default;
+
+bool ElementBudgets::has_probabilistic() const { return impl_->tiers.size() > 1; }
+
+void ElementBudgets::fill(int64_t lo, int64_t hi, ElementBudget* out) const { impl_->fill(lo, hi, out); }
+
+void ElementBudgets::Impl::fill(int64_t lo, int64_t hi, ElementBudget* out) const {
   const std::vector<double>& x = in.batches.back();
-  const std::vector<double>&xhat = bs.xhat, &g = bs.g;
-  t.dx.resize(part.numel);
-  if (p.pass == Pass::backward_inference) {
-    for (int64_t i = 0; i < part.numel; ++i)
-      t.dx[i] = safety * std::fabs(ref.dx[i]) * (delta_r + 3 * u) + half_ulp(dt, ref.dx[i]);
+  const DType dt = p.dtype;
+  const bool has_gamma = !in.gamma.empty(), has_beta = !in.beta.empty() && part.has_beta;
+  const Tier& w = tiers[0];
+  const Tier* pr = tiers.size() > 1 ? &tiers[1] : nullptr;
+  if (forward) {
+    for_each_in_range(part, lo, hi, [&](int64_t i, int64_t s, int64_t j) {
+      const double hull = half_ulp(dt, ref.y[i]);
+      const double g = has_gamma ? in.gamma[j] : 1.0, beta = has_beta ? in.beta[j] : 0.0;
+      ElementBudget& e = out[i - lo];
+      const YShared sh = y_shared(w.md, w.y[s], x[i], std::fabs(g), beta);
+      e.hull = hull;
+      e.tol = y_budget(w.md, w.y[s], sh, hull, &e.term);
+      e.tol_prob = pr ? y_budget(pr->md, pr->y[s], sh, hull, nullptr) : 0;
+      if (data_dtype_params) {
+        const YSet& q = w.y[s];
+        const double extra = data_dtype_y_term(dt, has_gamma, part.subtract_mean, x[i], q.mu, q.r, g, beta);
+        e.tol += w.md.s * extra;
+        if (pr) e.tol_prob += pr->md.s * extra;
+      }
+    });
     return;
   }
-  const double h = md.depth(m);
-  parallel_for(part.num_sets, threads, [&](int64_t s) {  // each set writes its own elements
+  const bool inference = p.pass == Pass::backward_inference;
+  for_each_in_range(part, lo, hi, [&](int64_t i, int64_t s, int64_t j) {
+    const double hull = half_ulp(dt, ref.dx[i]);
+    ElementBudget& e = out[i - lo];
+    e.hull = hull;
+    e.term = BudgetTerm::reduction;
+    if (inference) {
+      e.tol = dx_inference_budget(w.md, ref.dx[i], hull);
+      e.tol_prob = pr ? dx_inference_budget(pr->md, ref.dx[i], hull) : 0;
+      return;
+    }
+    const DxShared sh = dx_shared(w.md, w.dx[s], x[i], in.dy[i] * (has_gamma ? in.gamma[j] : 1.0), ref.dx[i]);
+    e.tol = dx_budget(w.md, w.dx[s], sh, hull);
+    e.tol_prob = pr ? dx_budget(pr->md, pr->dx[s], sh, hull) : 0;
+  });
+}
+
+namespace {
+
+/// Tolerances::y and y_terms (forward) or ::dx (backward) from ElementBudgets, range by range.
+void materialize_element_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                                    const ReferenceResult& ref, const BudgetModel& model, Tolerances& t) {
+  const ElementBudgets eb(p, part, in, ref, model);
+  const bool fwd = !is_backward(p.pass);
+  std::vector<double>& tol = fwd ? t.y : t.dx;
+  tol.resize(part.numel);
+  if (fwd) t.y_terms.resize(part.numel);
+  parallel_for((part.numel + kRange - 1) / kRange, model.threads, [&](int64_t k) {
     poll_interrupt();
-    double a = 0, b = 0, g1 = 0, gx = 0, gxabs = 0;
-    for_each_in_set(part, s, [&](int64_t i, int64_t) {
-      a += g[i];
-      b += g[i] * xhat[i];
-      g1 += std::fabs(g[i]);
-      gx += std::fabs(g[i] * xhat[i]);
-      gxabs += std::fabs(g[i]) * std::fabs(x[i]);
-    });
-    if (!part.subtract_mean) a = 0;
-    a /= m, b /= m, g1 /= m, gx /= m, gxabs /= m;
-    const double r = bs.r[s], mu = bs.mu[s];
-    const double e_mu = u * std::fabs(mu);
-    const double da = md.gam(h + 2) * g1;
-    // x̂-form and x-form (dx = A·g + B·x + C) kernels alike: the latter adds γ_{h+3}·r(GX + |μ|G1).
-    const double db = md.gam(h + 3) * gx + r * e_mu * std::fabs(a) + delta_r * std::fabs(b) +
-                      md.gam(h + 3) * r * (gxabs + std::fabs(mu) * g1);
-    for_each_in_set(part, s, [&](int64_t i, int64_t) {
-      if ((i & 0xFFFFF) == 0) poll_interrupt();
-      const double xi = r * e_mu + std::fabs(xhat[i]) * (delta_r + 2 * u);
-      const double A = r * (da + std::fabs(xhat[i]) * db + std::fabs(b) * xi +
-                            2 * u * (std::fabs(g[i]) + std::fabs(a) + std::fabs(xhat[i] * b)) +
-                            2 * u * r * std::fabs(b) * (std::fabs(x[i]) + std::fabs(mu))) +
-                       (delta_r + 2 * u) * std::fabs(ref.dx[i]);
-      t.dx[i] = safety * A + half_ulp(dt, ref.dx[i]);
-    });
+    const int64_t lo = k * kRange, hi = std::min(part.numel, lo + kRange);
+    std::vector<ElementBudget> buf(static_cast<size_t>(hi - lo));
+    eb.fill(lo, hi, buf.data());
+    for (int64_t i = lo; i < hi; ++i) {
+      tol[i] = buf[i - lo].tol;
+      if (fwd) t.y_terms[i] = buf[i - lo].term;
+    }
   });
 }
 
 /// dgamma and dbeta budgets: sums over the n_aff elements sharing one affine index. Every
 /// entry's terms are added in increasing element order (sets in order, each set's elements in
 /// order: for every op the elements of one gamma entry then come in increasing index).
-void affine_grad_tolerances(const Partition& part, const ReferenceInputs& in, const ReferenceResult& ref,
-                            const Model& md, const BackwardStats& bs, DType sdt, double n_aff, double safety,
-                            Tolerances& t) {
-  const double u = md.u;
+void affine_grad_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
+                            const ReferenceResult& ref, const Model& md, DType sdt, double n_aff, Tolerances& t) {
+  const double u = md.u, safety = md.s;
   const double delta_r = (md.rho + 2.5) * u;
   const std::vector<double>& x = in.batches.back();
   const std::vector<double>& dy = in.dy;
+  const bool global = p.pass == Pass::backward_inference;
+  const SetStats& st = ref.batch_stats.back();
   std::vector<double> s_dyx(part.num_affine, 0), s_dy(part.num_affine, 0), s_xform(part.num_affine, 0),
       s_abs_dy(part.num_affine, 0);
   for (int64_t s = 0; s < part.num_sets; ++s) {
     poll_interrupt();
-    const double r = bs.r[s], amu = std::fabs(bs.mu[s]);
+    const double mu = global ? ref.used_running_mean[s] : st.mean[s];
+    const double r = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
+    const double amu = std::fabs(mu);
     for_each_in_set(part, s, [&](int64_t i, int64_t j) {
-      s_dyx[j] += std::fabs(dy[i] * bs.xhat[i]);
+      const double xhat = (x[i] - mu) * r;
+      s_dyx[j] += std::fabs(dy[i] * xhat);
       s_dy[j] += std::fabs(dy[i]) * r * u * amu;  // mean-rounding term r·E_μ'·|dy|
       s_xform[j] += r * std::fabs(dy[i]) * (std::fabs(x[i]) + amu);
       s_abs_dy[j] += std::fabs(dy[i]);
@@ -549,36 +762,21 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   // accumulation (tolerance-model.md §3.3), and their output rounding is the half-ulp term. A
   // profile that declares a 16-bit accumulator is budgeted with that accumulator's u.
   const DType dt = p.dtype, sdt = stats_dtype(p.dtype);
-  Model md = budget_model(model, sdt);
-  const double m = static_cast<double>(part.set_size);
-  // Elements per gamma entry: the length of the dgamma/dbeta sums.
-  const double n_aff = static_cast<double>(part.numel) / static_cast<double>(std::max<int64_t>(part.num_affine, 1));
-  const double h_max = check_certifiable(p, md, model, sdt, m, n_aff, t);
-  if (model.probabilistic) {
-    md.s = 1;
-    const double checked = static_cast<double>(part.numel);
-    md.lambda = std::sqrt(2 * std::log(2 * std::max(h_max, 1.0) * checked / model.p_fail));
-    t.lambda = md.lambda;
-  }
-  const double safety = md.s;
-  const SetStats& st = ref.batch_stats.back();
-  std::vector<SetBounds> bounds(part.num_sets);
-  for (int64_t s = 0; s < part.num_sets; ++s)
-    bounds[s] = set_bounds(md, part.subtract_mean, m, st.mean[s], st.variance[s], st.inv_std[s], st.mean_abs[s],
-                           st.max_abs[s]);
-  std::vector<double> e_rm, e_rv;
-  running_stat_tolerances(p, part, in, ref, md, sdt, m, safety, e_rm, e_rv, t);
+  const Model md = case_model(p, part, model);
+  const Sizes z = sizes_of(part);
+  check_certifiable(p, md, model, sdt, z, t);
+  t.lambda = md.lambda;
+  running_stat_tolerances(part, ref, running_errors(p, part, in, ref, md), sdt, md.s, t);
+  if (model.per_element) materialize_element_tolerances(p, part, in, ref, model, t);
   if (!is_backward(p.pass)) {
-    forward_tolerances(p, part, in, ref, md, bounds, e_rm, e_rv, safety, model.threads, t);
-    if (model.profile.params_in_data_dtype && dt != sdt) add_data_dtype_params(t, p, part, in, ref, safety);
+    if (p.pass == Pass::forward_training) stat_tolerances(part, ref, all_set_bounds(part, ref, md), sdt, md.s, t);
+    if (model.profile.params_in_data_dtype && dt != sdt) add_data_dtype_stats(t, dt, ref, md.s);
     return t;
   }
   // Backward (§2.6). The backend receives the exact statistics rounded to the stats dtype, so the
   // statistic errors it sees are one rounding: E_μ' = u|μ|, δ_r' = (ρ + 1.5)·u + u (r rounded or
   // recomputed from the rounded variance).
-  const BackwardStats bs = backward_stats(p, part, in, ref, model.threads);
-  dx_tolerances(p, part, in, ref, md, bs, m, safety, model.threads, t);
-  affine_grad_tolerances(part, in, ref, md, bs, sdt, n_aff, safety, t);
+  affine_grad_tolerances(p, part, in, ref, md, sdt, z.n_aff, t);
   return t;
 }
 

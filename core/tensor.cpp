@@ -76,17 +76,25 @@ void Tensor::set(int64_t i, double v) {
 
 std::vector<double> Tensor::to_vector() const {
   std::vector<double> out(numel_);
+  read(0, numel_, out.data());
+  return out;
+}
+
+void Tensor::read(int64_t lo, int64_t hi, double* out) const {
   if (row_major_ && dtype_ == DType::f32) {  // the common case without a switch and an offset per element
     const unsigned char* p = storage_.data();
-    for (int64_t i = 0; i < numel_; ++i) {
+    for (int64_t i = lo; i < hi; ++i) {
       float f;
       std::memcpy(&f, p + 4 * i, 4);
-      out[i] = f;
+      out[i - lo] = f;
     }
-    return out;
+    return;
   }
-  for (int64_t i = 0; i < numel_; ++i) out[i] = get(i);
-  return out;
+  if (row_major_ && dtype_ == DType::f64) {
+    std::memcpy(out, storage_.data() + 8 * lo, static_cast<size_t>(hi - lo) * 8);
+    return;
+  }
+  for (int64_t i = lo; i < hi; ++i) out[i - lo] = get(i);
 }
 
 TensorArg Tensor::arg() {

@@ -65,7 +65,7 @@ template <class S, class ST, class T>
 class Kernel {
  public:
   Kernel(const RunArgs& a, const NaiveFlaws& flaws, const NaiveVariant& variant, const Geometry& geo)
-      : a_(a), flaws_(flaws), variant_(variant), part_(geo.part), geo_(geo) {
+      : a_(a), flaws_(flaws), variant_(variant), part_(geo.part), geo_(geo), gamma_(a.gamma), beta_(a.beta) {
     if (flaws_.gn_affine_per_group && a.op == Op::group_norm) channels_per_group_ = a.dims[1] / a.groups;
   }
 
@@ -85,12 +85,12 @@ class Kernel {
     if (flaws_.ignore_strides) v.dense = true;
     return v;
   }
-  int64_t affine_index(int64_t i) const { return part_.affine_of(i) / channels_per_group_; }
-  T gamma(int64_t i) const { return a_.gamma.present() ? T(View<ST>(a_.gamma)[affine_index(i)]) : T(1); }
-  T beta(int64_t i) const {
+  T gamma(int64_t i) const { return gamma_at(part_.affine_of(i)); }
+  /// gamma and beta of an element of set s with affine index j = part_.affine_of(i).
+  T gamma_at(int64_t j) const { return a_.gamma.present() ? T(gamma_[j / channels_per_group_]) : T(1); }
+  T beta_at(int64_t s, int64_t j) const {
     if (!a_.beta.present()) return T(0);
-    const int64_t j = flaws_.beta_by_set ? part_.set_of(i) % part_.num_affine : affine_index(i);
-    return T(View<ST>(a_.beta)[j]);
+    return T(beta_[flaws_.beta_by_set ? s % part_.num_affine : j / channels_per_group_]);
   }
 
   /// Σ term(k) for k in [0, m), in the variant's order. The storage-accumulation flaw rounds a
@@ -206,17 +206,17 @@ class Kernel {
         }
       }
       const T shift_mean = flaws_.mean_subtracted_twice ? 2 * mean : mean;
-      for (int64_t k = 0; k < m; ++k) {
-        const int64_t i = idx(k);
+      for_each_in_set(part_, s, [&](int64_t i, int64_t j) {  // j = affine_of(i), tracked
+        const T g = gamma_at(j), b = beta_at(s, j);
         const T xhat = (T(x[i]) - shift_mean) * r;
-        T v = gamma(i) * xhat + beta(i);
+        T v = g * xhat + b;
         if (variant_.folded_affine) {
-          const T scale = gamma(i) * r;
-          v = T(x[i]) * scale + (beta(i) - mean * scale);
+          const T scale = g * r;
+          v = T(x[i]) * scale + (b - mean * scale);
         }
-        if (flaws_.gamma_after_beta) v = gamma(i) * (xhat + beta(i));
+        if (flaws_.gamma_after_beta) v = g * (xhat + b);
         y[i] = to_storage<S>(v);
-      }
+      });
     }
     return produced;
   }
@@ -262,12 +262,13 @@ class Kernel {
       const auto idx = [&](int64_t k) { return part_.member(s, k); };
       const T r = flaws_.dx_r_squared ? r_s[s] * r_s[s] : r_s[s];
       auto g = [&](int64_t i) { return T(dy[i]) * gamma(i); };
+      auto xh_s = [&](int64_t i) { return (T(x[i]) - mean_s[s]) * r_s[s]; };  // xh(i) for i in set s
       const T a = part_.subtract_mean ? reduce(m, [&](int64_t k) { return g(idx(k)); }) / T(m) : T(0);
-      const T b = reduce(m, [&](int64_t k) { return g(idx(k)) * xh(idx(k)); }) / T(m);
+      const T b = reduce(m, [&](int64_t k) { return g(idx(k)) * xh_s(idx(k)); }) / T(m);
       // The whole set is read before any of its dx is written (dx may be dy).
       for (int64_t k = 0; k < m; ++k) {
         const int64_t i = idx(k);
-        out[static_cast<size_t>(k)] = global ? r * g(i) : r * (g(i) - a - xh(i) * b);
+        out[static_cast<size_t>(k)] = global ? r * g(i) : r * (g(i) - a - xh_s(i) * b);
       }
       for (int64_t k = 0; k < m; ++k) dx[idx(k)] = to_storage<S>(out[static_cast<size_t>(k)]);
     }
@@ -281,6 +282,7 @@ class Kernel {
   const Partition& part_;
   const Geometry& geo_;
   int64_t channels_per_group_ = 1;
+  View<ST> gamma_, beta_;  ///< views of gamma and beta (empty when absent), built once
 };
 
 class NaiveBackend final : public Backend {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "normcheck/partition.hpp"
 #include "normcheck/problem.hpp"
 #include "normcheck/reference.hpp"
+#include "normcheck/tensor.hpp"
 
 namespace normcheck {
 
@@ -113,6 +115,9 @@ struct BudgetModel {
   bool probabilistic = false;
   double p_fail = 1e-3;
   int threads = 1;  ///< threads for the per-set loops; the budgets are the same for every count
+  /// false: make_tolerances leaves Tolerances::y, y_terms and dx empty (run_case compares those
+  /// through ElementBudgets, which computes the same doubles range by range).
+  bool per_element = true;
 };
 
 /// Tolerances per output tensor (same names as ReferenceResult fields), from the rule above.
@@ -130,6 +135,45 @@ struct Tolerances {
 };
 Tolerances make_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
                            const ReferenceResult& ref, const BudgetModel& model = {});
+
+/// One element's budgets (units of the output).
+struct ElementBudget {
+  double tol = 0;        ///< worst case (the verdict)
+  double tol_prob = 0;   ///< probabilistic (the WARN tier); 0 when not asked for
+  BudgetTerm term = BudgetTerm::reduction;  ///< the largest term of the worst-case budget
+  double hull = 0;       ///< half an ulp of the output dtype at the reference (a term of both)
+};
+
+/// The budgets of the case's per-element output — y in forward passes, dx in backward ones —
+/// computed range by range from O(sets) constants, so that no budget array of the tensor's size
+/// is held (issue 11: memory of the data only). The doubles are bit for bit those make_tolerances
+/// stores in Tolerances::y / y_terms / dx under the same BudgetModel (make_tolerances fills them
+/// from this class). Keeps references to its arguments, which must outlive it. O(sets) memory;
+/// the construction of a backward case reads every element once (the per-set sums of §2.6).
+class ElementBudgets {
+ public:
+  /// worst: the verdict's model; probabilistic (may be null): the WARN tier's.
+  ElementBudgets(const Problem& p, const Partition& part, const ReferenceInputs& in, const ReferenceResult& ref,
+                 const BudgetModel& worst, const BudgetModel* probabilistic = nullptr);
+  ~ElementBudgets();
+  ElementBudgets(const ElementBudgets&) = delete;
+  ElementBudgets& operator=(const ElementBudgets&) = delete;
+  /// The budgets of logical elements [lo, hi) into out[0 .. hi − lo).
+  void fill(int64_t lo, int64_t hi, ElementBudget* out) const;
+  bool has_probabilistic() const;
+
+ private:
+  struct Tier;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// compare_tensor of a backend's output tensor (read range by range, in its own dtype and
+/// layout, without a whole-tensor copy) against ref with budgets computed on the fly: the same
+/// TensorComparison as compare_tensor(name, got.dtype(), got.dims(), ref, got.to_vector(), budget)
+/// with the budget arrays make_tolerances would store.
+TensorComparison compare_tensor(std::string name, const Tensor& got, const std::vector<double>& ref,
+                                const ElementBudgets& budgets, bool nonfinite_reference_undefined, int threads = 1);
 
 /// The backend's saved statistics, logical order (empty: not reported).
 struct SavedStatistics {

@@ -46,6 +46,7 @@ struct StridedSets {
   int64_t size() const { return run_len * runs; }
   /// Logical index of the k-th element (increasing logical order) of set s.
   int64_t member(int64_t s, int64_t k) const {
+    if (runs == 1) return s * base_stride + k;  // one run: no division
     return s * base_stride + (k / run_len) * run_stride + k % run_len;
   }
   int64_t of(int64_t i) const { return (i / div) % count; }
@@ -91,6 +92,28 @@ void for_each_in_set(const Partition& part, int64_t s, const F& f) {
       }
     }
   });
+}
+
+/// Calls f(i, s, j) for every logical element i in [lo, hi), in increasing order, with its
+/// reduction set s = part.set_of(i) and gamma/beta index j = part.affine_of(i), both tracked
+/// incrementally (each steps by one every div elements, modulo its count) after one division at lo.
+template <class F>
+void for_each_in_range(const Partition& part, int64_t lo, int64_t hi, const F& f) {
+  if (lo >= hi) return;
+  const StridedSets &sets = part.sets, &aff = part.affine;
+  int64_t s = sets.of(lo), s_left = sets.div - lo % sets.div;
+  int64_t j = aff.of(lo), j_left = aff.div - lo % aff.div;
+  for (int64_t i = lo; i < hi; ++i) {
+    f(i, s, j);
+    if (--s_left == 0) {
+      s_left = sets.div;
+      if (++s == sets.count) s = 0;
+    }
+    if (--j_left == 0) {
+      j_left = aff.div;
+      if (++j == aff.count) j = 0;
+    }
+  }
 }
 
 /// Builds the partition of problem p (which must be valid). O(1) time and memory.

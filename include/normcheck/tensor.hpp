@@ -29,6 +29,9 @@ class Tensor {
   void set(int64_t i, double v);
   /// All values in logical order, as doubles.
   std::vector<double> to_vector() const;
+  /// The values of logical elements [lo, hi) as doubles, into out[0 .. hi − lo) (the comparison
+  /// reads a backend's output range by range, without a whole-tensor copy).
+  void read(int64_t lo, int64_t hi, double* out) const;
   /// Physical byte offset of logical index i.
   int64_t offset_of(int64_t i) const;
   /// Raw bytes (physical order).
