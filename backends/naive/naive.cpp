@@ -11,6 +11,7 @@
 
 #include "common/running_stats.hpp"
 #include "normcheck/lowp.hpp"
+#include "normcheck/parallel.hpp"
 #include "normcheck/partition.hpp"
 #include "normcheck/version.hpp"
 
@@ -173,8 +174,16 @@ class Kernel {
     View<S> x = data_view(a_.x), y = data_view(a_.y);
     const T eps = static_cast<T>(a_.eps);
     const int64_t m = part_.set_size;
+    const bool running = !inference && a_.running_mean.present() && a_.running_var.present();
     uint32_t produced = kOutY;
-    for (int64_t s = 0; s < part_.num_sets; ++s) {
+    if (!inference) {
+      if (a_.mean.present() && part_.subtract_mean) produced |= kOutMean;
+      if (a_.variance.present()) produced |= kOutVariance;
+      if (a_.inv_std.present()) produced |= kOutInvStd;
+      if (running) produced |= kOutRunningMean | kOutRunningVar;
+    }
+    // Sets are independent (each writes its own statistics and elements): one task per set.
+    parallel_for(part_.num_sets, threads_, [&](int64_t s) {
       const auto idx = [&](int64_t k) { return part_.member(s, k); };
       T mean = 0, r = 0;
       if (inference) {
@@ -184,25 +193,15 @@ class Kernel {
         T var;
         std::tie(mean, var) = moments(x, idx, m);
         r = inv_std_of(var, eps, m);
-        if (a_.mean.present() && part_.subtract_mean) {
-          View<ST>(a_.mean)[s] = ST(mean);
-          produced |= kOutMean;
-        }
-        if (a_.variance.present()) {
-          View<ST>(a_.variance)[s] = ST(var);
-          produced |= kOutVariance;
-        }
-        if (a_.inv_std.present()) {
-          View<ST>(a_.inv_std)[s] = ST(r);
-          produced |= kOutInvStd;
-        }
-        if (a_.running_mean.present() && a_.running_var.present()) {
+        if (produced & kOutMean) View<ST>(a_.mean)[s] = ST(mean);
+        if (produced & kOutVariance) View<ST>(a_.variance)[s] = ST(var);
+        if (produced & kOutInvStd) View<ST>(a_.inv_std)[s] = ST(r);
+        if (running) {
           ST f = static_cast<ST>(a_.batch_weight);
           if (flaws_.swapped_momentum) f = ST(1) - f;
           const bool unbiased = a_.running_var_unbiased != 0 && !flaws_.biased_running_var;
           update_running_stats(View<ST>(a_.running_mean)[s], View<ST>(a_.running_var)[s], ST(mean), ST(var), f,
                                m, unbiased);
-          produced |= kOutRunningMean | kOutRunningVar;
         }
       }
       const T shift_mean = flaws_.mean_subtracted_twice ? 2 * mean : mean;
@@ -217,7 +216,7 @@ class Kernel {
         if (flaws_.gamma_after_beta) v = g * (xhat + b);
         y[i] = to_storage<S>(v);
       });
-    }
+    });
     return produced;
   }
 
@@ -244,7 +243,7 @@ class Kernel {
     if (a_.dgamma.present() || a_.dbeta.present()) {
       const StridedSets& affine = part_.affine;
       const int64_t count = affine.size();
-      for (int64_t j = 0; j < part_.num_affine; ++j) {
+      parallel_for(part_.num_affine, threads_, [&](int64_t j) {  // entries are independent
         auto members = [&](int64_t k) { return affine.member(j, k); };
         if (a_.dgamma.present())
           View<ST>(a_.dgamma)[j] = ST(reduce(count, [&](int64_t k) {
@@ -253,12 +252,13 @@ class Kernel {
           }));
         if (a_.dbeta.present())
           View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members(k)]); }));
-      }
+      });
       if (a_.dgamma.present()) produced |= kOutDgamma;
       if (a_.dbeta.present()) produced |= kOutDbeta;
     }
-    std::vector<T> out(static_cast<size_t>(m));
-    for (int64_t s = 0; s < part_.num_sets; ++s) {
+    parallel_for(part_.num_sets, threads_, [&](int64_t s) {  // sets are independent
+      thread_local std::vector<T> out;
+      out.resize(static_cast<size_t>(m));
       const auto idx = [&](int64_t k) { return part_.member(s, k); };
       const T r = flaws_.dx_r_squared ? r_s[s] * r_s[s] : r_s[s];
       auto g = [&](int64_t i) { return T(dy[i]) * gamma(i); };
@@ -271,7 +271,7 @@ class Kernel {
         out[static_cast<size_t>(k)] = global ? r * g(i) : r * (g(i) - a - xh_s(i) * b);
       }
       for (int64_t k = 0; k < m; ++k) dx[idx(k)] = to_storage<S>(out[static_cast<size_t>(k)]);
-    }
+    });
     return produced;
   }
 
@@ -283,6 +283,9 @@ class Kernel {
   const Geometry& geo_;
   int64_t channels_per_group_ = 1;
   View<ST> gamma_, beta_;  ///< views of gamma and beta (empty when absent), built once
+  /// Threads over reduction sets (and gamma entries): every core, as the libraries it stands in
+  /// for use. Each set's arithmetic is sequential, so the results do not depend on the count.
+  int threads_ = resolve_threads(0);
 };
 
 class NaiveBackend final : public Backend {
