@@ -239,7 +239,6 @@ class Kernel {
     // dx is written over dy.
     uint32_t produced = kOutDx;
     auto set = [&](int64_t i) { return part_.set_of(i); };
-    auto xh = [&](int64_t i) { return (T(x[i]) - mean_s[set(i)]) * r_s[set(i)]; };
     if (a_.dgamma.present() || a_.dbeta.present()) {
       const StridedSets& affine = part_.affine;
       const int64_t count = affine.size();
@@ -247,8 +246,8 @@ class Kernel {
         auto members = [&](int64_t k) { return affine.member(j, k); };
         if (a_.dgamma.present())
           View<ST>(a_.dgamma)[j] = ST(reduce(count, [&](int64_t k) {
-            const int64_t i = members(k);
-            return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[set(i)] : T(dy[i]) * xh(i);
+            const int64_t i = members(k), q = set(i);
+            return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[q] : T(dy[i]) * ((T(x[i]) - mean_s[q]) * r_s[q]);
           }));
         if (a_.dbeta.present())
           View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members(k)]); }));

@@ -47,9 +47,10 @@ struct StridedSets {
   /// Logical index of the k-th element (increasing logical order) of set s.
   int64_t member(int64_t s, int64_t k) const {
     if (runs == 1) return s * base_stride + k;  // one run: no division
+    if (run_len == 1) return s * base_stride + k * run_stride;
     return s * base_stride + (k / run_len) * run_stride + k % run_len;
   }
-  int64_t of(int64_t i) const { return (i / div) % count; }
+  int64_t of(int64_t i) const { return div == 1 ? i % count : (i / div) % count; }
   /// Calls f(first, len) for the contiguous runs of set s, in increasing logical order.
   template <class F>
   void for_each_run(int64_t s, const F& f) const {
