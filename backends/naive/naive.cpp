@@ -220,6 +220,33 @@ class Kernel {
     return produced;
   }
 
+  /// The recursive dgamma/dbeta sums of gamma entries whose members are single elements
+  /// (LayerNorm/RMSNorm columns: member(j, k) = j·base_stride + k·run_stride): the same additions
+  /// in the same order per entry as reduce(), walked k-major over blocks of entries so that
+  /// each step reads contiguous elements instead of one per cache line.
+  template <class Term>
+  void column_sums(const View<S>& dy, const Term& dgamma_term) const {
+    const StridedSets& affine = part_.affine;
+    const int64_t count = affine.size(), block = 256;
+    parallel_for((part_.num_affine + block - 1) / block, threads_, [&](int64_t b) {
+      const int64_t j0 = b * block, j1 = std::min(part_.num_affine, j0 + block);
+      std::vector<T> sg(static_cast<size_t>(j1 - j0), T(0)), sb(sg.size(), T(0));
+      for (int64_t k = 0; k < count; ++k)
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t i = affine.member(j, k);
+          T& g = sg[static_cast<size_t>(j - j0)];
+          T& d = sb[static_cast<size_t>(j - j0)];
+          g += dgamma_term(i);
+          d += T(dy[i]);
+          if (flaws_.storage_accumulation) g = T(to_storage<S>(g)), d = T(to_storage<S>(d));
+        }
+      for (int64_t j = j0; j < j1; ++j) {
+        if (a_.dgamma.present()) View<ST>(a_.dgamma)[j] = ST(sg[static_cast<size_t>(j - j0)]);
+        if (a_.dbeta.present()) View<ST>(a_.dbeta)[j] = ST(sb[static_cast<size_t>(j - j0)]);
+      }
+    });
+  }
+
   uint32_t backward() {
     View<S> x = data_view(a_.x), dy = data_view(a_.dy), dx = data_view(a_.dx);
     const T eps = static_cast<T>(a_.eps);
@@ -242,16 +269,21 @@ class Kernel {
     if (a_.dgamma.present() || a_.dbeta.present()) {
       const StridedSets& affine = part_.affine;
       const int64_t count = affine.size();
-      parallel_for(part_.num_affine, threads_, [&](int64_t j) {  // entries are independent
-        auto members = [&](int64_t k) { return affine.member(j, k); };
-        if (a_.dgamma.present())
-          View<ST>(a_.dgamma)[j] = ST(reduce(count, [&](int64_t k) {
-            const int64_t i = members(k), q = set(i);
-            return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[q] : T(dy[i]) * ((T(x[i]) - mean_s[q]) * r_s[q]);
-          }));
-        if (a_.dbeta.present())
-          View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members(k)]); }));
-      });
+      auto dgamma_term = [&](int64_t i) {
+        const int64_t q = set(i);
+        return flaws_.dgamma_missing_mean ? T(dy[i]) * T(x[i]) * r_s[q] : T(dy[i]) * ((T(x[i]) - mean_s[q]) * r_s[q]);
+      };
+      if (affine.run_len == 1 && variant_.summation == Summation::recursive) {
+        column_sums(dy, dgamma_term);
+      } else {
+        parallel_for(part_.num_affine, threads_, [&](int64_t j) {  // entries are independent
+          auto members = [&](int64_t k) { return affine.member(j, k); };
+          if (a_.dgamma.present())
+            View<ST>(a_.dgamma)[j] = ST(reduce(count, [&](int64_t k) { return dgamma_term(members(k)); }));
+          if (a_.dbeta.present())
+            View<ST>(a_.dbeta)[j] = ST(reduce(count, [&](int64_t k) { return T(dy[members(k)]); }));
+        });
+      }
       if (a_.dgamma.present()) produced |= kOutDgamma;
       if (a_.dbeta.present()) produced |= kOutDbeta;
     }
