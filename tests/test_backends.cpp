@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <map>
 
 #include "mutants.hpp"
 #include "naive/naive.hpp"
@@ -139,6 +141,34 @@ TEST(Threads, RunCaseGivesTheSameVerdictFiguresForEveryThreadCount) {
         EXPECT_EQ(x.worst.index, y.worst.index) << d << " " << x.name;
         EXPECT_EQ(x.worst.tol, y.worst.tol) << d << " " << x.name;
         EXPECT_EQ(x.max_abs_err, y.max_abs_err) << d << " " << x.name;
+      }
+    }
+  }
+}
+
+TEST(Threads, NaiveBackendOutputsAreTheSameBitsForEveryThreadCount) {
+  // The naive backend runs its reduction sets and gamma entries on set_threads(n) threads; each
+  // set's arithmetic is sequential, so every output must be the same bits for 1, 2 and 5 threads,
+  // the LayerNorm column sums (walked k-major over blocks of columns) included.
+  for (const char* d : {"layer_norm,pass=backward_training,shape=37x600", "batch_norm,shape=8x5x6x6,steps=2",
+                        "group_norm,pass=backward_training,shape=4x12x9x7,groups=3",
+                        "rms_norm,pass=backward_training,shape=9x300,dtype=bf16"}) {
+    const Problem p = parse_descriptor(d);
+    std::map<std::string, std::vector<double>> first;
+    for (int threads : {1, 2, 5}) {
+      auto b = make_naive_backend();
+      EXPECT_EQ(b->set_threads(threads), threads);
+      EXPECT_EQ(b->threads(), threads);
+      CaseCapture cap;
+      RunOptions opt;
+      opt.capture = &cap;
+      EXPECT_EQ(run_case(*b, p, opt).verdict, Verdict::pass) << d;
+      ASSERT_FALSE(cap.got.empty()) << d;
+      if (threads == 1) first = cap.got;
+      for (const auto& [name, v] : cap.got) {
+        ASSERT_EQ(v.size(), first[name].size()) << d << " " << name;
+        for (size_t i = 0; i < v.size(); ++i)
+          ASSERT_EQ(std::memcmp(&v[i], &first[name][i], sizeof(double)), 0) << d << " " << name << "[" << i << "]";
       }
     }
   }

@@ -65,8 +65,9 @@ struct Geometry {
 template <class S, class ST, class T>
 class Kernel {
  public:
-  Kernel(const RunArgs& a, const NaiveFlaws& flaws, const NaiveVariant& variant, const Geometry& geo)
-      : a_(a), flaws_(flaws), variant_(variant), part_(geo.part), geo_(geo), gamma_(a.gamma), beta_(a.beta) {
+  Kernel(const RunArgs& a, const NaiveFlaws& flaws, const NaiveVariant& variant, const Geometry& geo, int threads)
+      : a_(a), flaws_(flaws), variant_(variant), part_(geo.part), geo_(geo), gamma_(a.gamma), beta_(a.beta),
+        threads_(threads) {
     if (flaws_.gn_affine_per_group && a.op == Op::group_norm) channels_per_group_ = a.dims[1] / a.groups;
   }
 
@@ -314,9 +315,7 @@ class Kernel {
   const Geometry& geo_;
   int64_t channels_per_group_ = 1;
   View<ST> gamma_, beta_;  ///< views of gamma and beta (empty when absent), built once
-  /// Threads over reduction sets (and gamma entries): every core, as the libraries it stands in
-  /// for use. Each set's arithmetic is sequential, so the results do not depend on the count.
-  int threads_ = resolve_threads(0);
+  int threads_;  ///< threads over reduction sets and gamma entries (NaiveBackend::threads)
 };
 
 class NaiveBackend final : public Backend {
@@ -346,24 +345,29 @@ class NaiveBackend final : public Backend {
     if (variant_.rsqrt_newton) c.precision.rsqrt_error = 6;
     return c;
   }
+  /// Threads over reduction sets (and gamma entries): every core unless set_threads says
+  /// otherwise, as the libraries it stands in for. Each set's arithmetic is sequential, so the
+  /// outputs do not depend on the count.
+  int threads() const override { return threads_; }
+  int set_threads(int n) override { return threads_ = std::max(n, 1); }
   RunResult run(const RunArgs& a) override {
     RunResult r;
     try {
       const Geometry& geo = geometry_of(a);
       const bool f64 = variant_.compute_f64;
       switch (a.x.dtype) {
-        case DType::f64: r.produced = Kernel<double, double, double>(a, flaws_, variant_, geo).run(); break;
+        case DType::f64: r.produced = Kernel<double, double, double>(a, flaws_, variant_, geo, threads_).run(); break;
         case DType::f32:
-          r.produced = f64 ? Kernel<float, float, double>(a, flaws_, variant_, geo).run()
-                           : Kernel<float, float, float>(a, flaws_, variant_, geo).run();
+          r.produced = f64 ? Kernel<float, float, double>(a, flaws_, variant_, geo, threads_).run()
+                           : Kernel<float, float, float>(a, flaws_, variant_, geo, threads_).run();
           break;
         case DType::f16:
-          r.produced = f64 ? Kernel<f16, float, double>(a, flaws_, variant_, geo).run()
-                           : Kernel<f16, float, float>(a, flaws_, variant_, geo).run();
+          r.produced = f64 ? Kernel<f16, float, double>(a, flaws_, variant_, geo, threads_).run()
+                           : Kernel<f16, float, float>(a, flaws_, variant_, geo, threads_).run();
           break;
         case DType::bf16:
-          r.produced = f64 ? Kernel<bf16, float, double>(a, flaws_, variant_, geo).run()
-                           : Kernel<bf16, float, float>(a, flaws_, variant_, geo).run();
+          r.produced = f64 ? Kernel<bf16, float, double>(a, flaws_, variant_, geo, threads_).run()
+                           : Kernel<bf16, float, float>(a, flaws_, variant_, geo, threads_).run();
           break;
       }
     } catch (const std::exception& e) {
@@ -393,6 +397,7 @@ class NaiveBackend final : public Backend {
     return geo_;
   }
 
+  int threads_ = resolve_threads(0);
   NaiveFlaws flaws_;
   NaiveVariant variant_;
   std::string name_;
