@@ -124,6 +124,7 @@ void BM_ReferenceVsFloat64(benchmark::State& state, Op op) {
   BackendRegistry reg;
   register_builtin_backends(reg);
   auto naive = reg.create("naive");
+  naive->set_threads(threads);  // the backend on the same threads (cpu_ratio counts this thread's time only)
   RunOptions opt;
   opt.threads = threads;
   std::vector<double> out, dg;
