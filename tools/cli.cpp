@@ -858,6 +858,311 @@ CaseResult run_repeated(Backend& backend, const Problem& p, RunOptions opt, int 
 
 }  // namespace
 
+/// The main command's options (normcheck --help).
+struct MainOptions {
+  std::string backend_name = "naive";
+  std::vector<std::string> suites, cases;
+  std::vector<std::string> input_specs;  // --input NAME=FILE.npy
+  std::string dtype_override, json_path, junit_path, md_path, dump_dir, expect_path, shard_spec;
+  int reference_bits = 128;
+  int threads = 0;
+  std::string reference_kind = "fast";
+  double timeout = 60;
+  bool quiet = false, in_process = false;
+  std::string convention_override;
+  std::vector<std::string> filters;
+  bool list_cases = false;
+  int verbose = 0, repeat = 1;
+  std::string color_mode = "auto";
+};
+
+void add_main_options(CLI::App& app, MainOptions& o) {
+  app.add_option("--backend,-b", o.backend_name,
+                 "backend to test: a built-in name (see `normcheck list`), a plugin PATH.so, or a plugin "
+                 "name found on NORMCHECK_PLUGIN_PATH")
+      ->capture_default_str();
+  app.add_option("--timeout", o.timeout, "plugin backends: seconds one call may take before it is killed")
+      ->capture_default_str();
+  app.add_flag("--in-process", o.in_process,
+               "plugin backends: call the plugin in normcheck's own process (to debug it under gdb); "
+               "a crash then ends normcheck");
+  app.add_option("--suite,-s", o.suites, "built-in suite name or path to a suite file (repeatable)");
+  app.add_option("--case,-c", o.cases, "one case descriptor (repeatable); see docs/descriptor.md");
+  app.add_option("--dtype", o.dtype_override, "run every case in this dtype instead (f32, f64, f16, bf16)");
+  app.add_option("--convention", o.convention_override,
+                 "batch_norm cases: expect this framework's running-statistics convention (a name from `normcheck "
+                 "list`, or `native`: the one the backend declares); momentum not given in a case takes the "
+                 "convention's default");
+  app.add_option("--json", o.json_path, "write the JSON report here");
+  app.add_option("--junit", o.junit_path, "write JUnit XML here");
+  app.add_option("--report", o.md_path, "write the Markdown summary here");
+  app.add_option("--input", o.input_specs,
+                 "NAME=FILE.npy: your own tensor instead of a generated one (x, x0, x1, …, dy, gamma, beta, "
+                 "running_mean, running_var; repeatable; docs/descriptor.md)");
+  app.add_option("--dump", o.dump_dir, "write each case's inputs and outputs as .npy under DIR");
+  app.add_option("--reference", o.reference_kind,
+                 "fast: exact sums and correctly rounded outputs (docs/reference.md); slow: the independent "
+                 "Boost.Multiprecision reference at --reference-bits")
+      ->check(CLI::IsMember({"fast", "slow"}))
+      ->capture_default_str();
+  app.add_option("--reference-bits", o.reference_bits, "slow reference precision: 128 or 256")
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "threads of the reference, the budgets and the comparison (0: all cores); results do not depend on it")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_flag("--quiet,-q", o.quiet, "print only failures and the summary");
+  app.add_option("--expect", o.expect_path,
+                 "known failures: a file of `DESCRIPTOR  # reason` lines; they do not fail the run, and "
+                 "listed cases that pass again are reported");
+  app.add_option("--shard", o.shard_spec,
+                 "run shard I of N (I/N, 0-based: the cases whose index % N == I); default from "
+                 "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS, SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
+                 "JOB_COMPLETION_INDEX/NORMCHECK_TOTAL_SHARDS (docs/scale-out.md)");
+  app.add_option("-k,--filter", o.filters,
+                 "run only the cases whose canonical descriptor contains EXPR, or matches /REGEX/ (ECMAScript, "
+                 "searched); repeatable: a case matching any is run. Applied after --dtype and --convention, "
+                 "before --shard");
+  app.add_flag("--list-cases", o.list_cases,
+               "print the canonical descriptors the run would execute (after --dtype, --convention, --filter, "
+               "--shard), one per line, and exit 0 without running them");
+  app.add_flag("-v,--verbose", o.verbose, "-v: a line per passing case; -vv: every tensor's figures too");
+  app.add_option("--color", o.color_mode, "colour verdicts: auto (on a terminal, unless NO_COLOR is set), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
+  app.add_option("--repeat", o.repeat,
+                 "determinism: run every case N times on identical inputs; outputs that differ bitwise between "
+                 "runs make the case NONDETERMINISTIC (a failure), with the first differing element")
+      ->capture_default_str();
+}
+
+/// The subcommands and their own options.
+struct Subcommands {
+  CLI::App *list = nullptr, *merge = nullptr, *bench = nullptr, *diagnose = nullptr, *metamorphic = nullptr,
+           *report_cmd = nullptr;
+  bool list_as_json = false;
+  std::vector<std::string> merge_inputs;
+  std::string merge_json, merge_junit, merge_md;
+  BenchOptions bench_opt;
+  std::string cache_mode = "warm";
+  std::vector<std::string> report_inputs;
+  std::string report_dir, report_title;
+};
+
+void add_subcommands(CLI::App& app, Subcommands& s) {
+  s.list = app.add_subcommand("list", "list backends (with versions), suites, ops and conventions");
+  s.list->add_flag("--json", s.list_as_json, "print it as one JSON object (schema normcheck-list/1) instead");
+  s.list->fallthrough();  // a main option given to it is then named by check_options_apply
+  s.merge = app.add_subcommand("merge", "combine the JSON reports of shards 0..N-1 into one report");
+  s.merge->add_option("reports", s.merge_inputs, "JSON reports written with --json by each shard")->required();
+  s.merge->add_option("-o,--json", s.merge_json, "write the merged JSON report here");
+  s.merge->add_option("--junit", s.merge_junit, "write merged JUnit XML here");
+  s.merge->add_option("--report", s.merge_md, "write the merged Markdown summary here");
+  s.merge->fallthrough();
+  s.bench = app.add_subcommand(
+      "bench", "throughput per case against the measured memory bandwidth (Google Benchmark; docs/bench.md). "
+               "Takes --backend, --suite, --case, --dtype, -k, --list-cases and --json (the Google Benchmark JSON) from "
+               "above; "
+               "Google Benchmark flags go after --");
+  s.bench->fallthrough();
+  s.bench->add_option("--threads", s.bench_opt.threads, "threads per call (default: the backend's own default)");
+  s.bench->add_option("--cache", s.cache_mode, "warm: buffers stay cached between calls; cold: a buffer twice the "
+                                           "last-level cache is written before every call")
+      ->check(CLI::IsMember({"warm", "cold"}))
+      ->capture_default_str();
+  s.bench->add_option("--repetitions", s.bench_opt.repetitions, "repetitions per case (min, median, spread over these)")
+      ->capture_default_str();
+  s.bench->add_option("--min-time", s.bench_opt.min_time, "seconds of timed calls per repetition")->capture_default_str();
+  s.bench->add_flag("--remeasure-bandwidth", s.bench_opt.remeasure_bandwidth,
+                  "measure the STREAM bandwidth again instead of taking the one cached for this machine and thread "
+                  "count ($XDG_CACHE_HOME/normcheck/stream-bandwidth.json, docs/bench.md)");
+  s.bench->footer(applicable_options_text("bench") + "\nGoogle Benchmark flags go after --, e.g. -- --benchmark_filter=RE");
+  s.diagnose = app.add_subcommand(
+      "diagnose", "probe what a backend does, point by point: momentum direction, Bessel correction, variance and "
+                  "eps in the normalization, saved statistics, accumulation precision, variance algorithm, summation "
+                  "depth (docs/diagnose.md). Takes --backend and --json from above");
+  s.diagnose->fallthrough();
+  s.diagnose->footer(applicable_options_text("diagnose"));
+  s.metamorphic = app.add_subcommand(
+      "metamorphic", "check relations a correct kernel satisfies without an expected value: NCHW = NHWC, in place = "
+                     "out of place, batch permutation, shift invariance, batch_norm inference affine per channel "
+                     "(docs/metamorphic.md). Takes --backend, --suite, --case, --dtype and --json from above");
+  s.metamorphic->fallthrough();
+  s.metamorphic->footer(applicable_options_text("metamorphic"));
+  s.report_cmd = app.add_subcommand(
+      "report", "build an HTML page and Markdown from result, bench, diagnose and metamorphic JSON files "
+                "(reports/build_report.py; needs a Python with matplotlib)");
+  s.report_cmd->add_option("results", s.report_inputs, "JSON from `normcheck --json`, `normcheck bench --json`, `normcheck diagnose --json` and "
+                         "`normcheck metamorphic --json`")
+      ->required();
+  s.report_cmd->add_option("-o,--output", s.report_dir, "directory for index.html, report.md and the plots")->required();
+  s.report_cmd->add_option("--title", s.report_title, "page title");
+  s.report_cmd->fallthrough();
+}
+
+/// The subcommand given, if any, run to its exit code; std::nullopt for the main command.
+std::optional<int> run_subcommand(const BackendRegistry& registry, MainOptions& o, Subcommands& s,
+                                  const CaseFilter& filter, int argc, char** argv) {
+  if (s.list->parsed()) {
+    if (!s.list_as_json) return cmd_list(registry);
+    fmt::print("{}\n", list_json(registry).dump(2));
+    return kExitPass;
+  }
+  if (s.merge->parsed()) {
+    prepare_outputs({{"--json", s.merge_json}, {"--junit", s.merge_junit}, {"--report", s.merge_md}}, "",
+                    s.merge_inputs);
+    return cmd_merge(s.merge_inputs, s.merge_json, s.merge_junit, s.merge_md);
+  }
+  if (s.report_cmd->parsed()) return cmd_report(s.report_inputs, s.report_dir, s.report_title);
+  if (s.metamorphic->parsed()) {
+    std::string label;
+    auto plan = plan_cases(o.suites, o.cases, o.dtype_override, label);
+    apply_filter(plan, filter);
+    if (o.list_cases) return print_cases(plan);
+    prepare_outputs({{"--json", o.json_path}}, "");
+    auto backend = open_backend(registry, o.backend_name, o.timeout, !o.in_process);
+    return cmd_metamorphic(*backend, o.backend_name, label, plan, o.json_path);
+  }
+  if (s.diagnose->parsed()) {
+    prepare_outputs({{"--json", o.json_path}}, "");
+    auto backend = open_backend(registry, o.backend_name, o.timeout, !o.in_process);
+    return cmd_diagnose(*backend, o.backend_name, o.json_path);
+  }
+  if (s.bench->parsed()) {
+    for (const auto& f : s.bench_opt.benchmark_flags)
+      if (f.rfind("--benchmark_", 0) != 0)
+        throw Error(fmt::format("'{}' after -- is not a Google Benchmark flag (--benchmark_…)", f));
+    std::string label;
+    auto plan = plan_cases(o.suites, o.cases, o.dtype_override, label);
+    apply_filter(plan, filter);
+    if (o.list_cases) return print_cases(plan);
+    s.bench_opt.cold_cache = s.cache_mode == "cold";
+    s.bench_opt.json_path = o.json_path;
+    s.bench_opt.backend_label = o.backend_name;
+    s.bench_opt.suite_label = label;
+    s.bench_opt.command = command_line(argc, argv);
+    return cmd_bench(registry, o.backend_name, plan, s.bench_opt);
+  }
+  return std::nullopt;
+}
+
+/// The main command: plan, shard, run every case, write the reports.
+/// The report's header: what ran, where, on what plan (the cases are added as they finish).
+RunReport new_report(const MainOptions& o, const Backend& backend, const Shard& shard, const std::string& suite_label,
+                     const std::vector<std::string>& planned_descriptors, int argc, char** argv) {
+  RunReport report;
+  report.shard_index = shard.index;
+  report.shard_count = shard.count;
+  report.expect_file = o.expect_path;
+  report.normcheck_version = kVersion;
+  report.command = command_line(argc, argv);
+  report.backend = o.backend_name;
+  report.backend_name = backend.name();
+  report.backend_notes = backend.capabilities().notes;
+  report.backend_version = backend.version();
+  report.suite = suite_label;
+  report.machine = machine_description();
+  report.compiler = compiler_description();
+  report.started_utc = utc_now_iso8601();
+  report.reference_bits = o.reference_bits;
+  report.reference_kind = o.reference_kind;
+  report.dtype_override = o.dtype_override;
+  report.convention_override = o.convention_override;
+  report.planned_cases = static_cast<int>(planned_descriptors.size());
+  report.plan_digest = plan_digest(planned_descriptors);
+  return report;
+}
+
+/// Runs the planned cases in order into report.cases, printing each outcome; stops at an
+/// interrupt (the report is then marked incomplete).
+void run_plan(Backend& backend, const MainOptions& o, const std::vector<Planned>& plan,
+              const std::map<std::string, std::string>& known, const SuppliedInputs& supplied, RunReport& report) {
+  const bool tty = isatty(STDERR_FILENO) && !o.quiet;
+  clear_interrupt();
+  std::optional<InterruptHandlers> handlers(std::in_place);
+  const auto t0 = std::chrono::steady_clock::now();
+  RunOptions opt;
+  opt.reference_bits = o.reference_bits;
+  opt.reference = o.reference_kind == "slow" ? ReferenceKind::slow : ReferenceKind::fast;
+  opt.threads = o.threads;
+  opt.dump_dir = o.dump_dir;
+  opt.inputs = &supplied;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (interrupted()) break;
+    if (tty) {
+      std::string d = to_descriptor(plan[i].problem);
+      if (d.size() > 90) d = d.substr(0, 87) + "...";
+      fmt::print(stderr, "\r\033[K[{:>3}/{}] {}", i + 1, plan.size(), d);
+      std::fflush(stderr);
+    }
+    CaseResult c;
+    try {
+      c = o.repeat > 1 ? run_repeated(backend, plan[i].problem, opt, o.repeat)
+                       : run_planned(backend, plan[i].problem, opt);
+    } catch (const Interrupted&) {  // abandoned at the signal (a plugin call too): nobody's fault
+      if (tty) fmt::print(stderr, "\r\033[K");
+      break;
+    }
+    c.note = plan[i].note;
+    c.index = plan[i].index;
+    if (auto it = known.find(c.descriptor); it != known.end()) c.known_failure = it->second;
+    if (tty) fmt::print(stderr, "\r\033[K");
+    if (!o.quiet || (c.verdict != Verdict::pass && c.verdict != Verdict::unsupported))
+      print_case_outcome(c, o.backend_name);
+    std::fflush(stdout);
+    report.cases.push_back(std::move(c));
+  }
+  handlers.reset();
+  if (report.cases.size() < plan.size()) {
+    report.complete = false;
+    report.incomplete_reason = fmt::format("interrupted by {} after {} of {} cases",
+                                           signal_name(interrupt_signal()), report.cases.size(), plan.size());
+  }
+  report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// The main command: plan, shard, run every case, write the reports.
+int cmd_run(const BackendRegistry& registry, MainOptions& o, const CaseFilter& filter, int argc, char** argv) {
+  // First, so that a run that stops anywhere below leaves no stale report of an earlier run.
+  // (--list-cases writes nothing, so it leaves the report paths alone.)
+  if (!o.list_cases) prepare_outputs({{"--json", o.json_path}, {"--junit", o.junit_path}, {"--report", o.md_path}}, o.dump_dir);
+  check_expect_file(o.expect_path);  // after: a bad --expect leaves no stale report either
+  if (o.reference_bits != 128 && o.reference_bits != 256)
+    throw Error("--reference-bits must be 128 or 256");
+  std::string suite_label;
+  std::vector<Planned> plan = plan_cases(o.suites, o.cases, o.dtype_override, suite_label);
+  SuppliedInputs supplied;  // --input: read, hashed and checked against every case before running
+  for (const auto& spec : o.input_specs) add_input(supplied, spec);
+  for (auto& pl : plan) bind_inputs(pl.problem, supplied);
+  const std::string what = o.suites.empty() ? "--case" : "suite " + suite_label;
+  std::unique_ptr<Backend> backend = open_backend(registry, o.backend_name, o.timeout, !o.in_process);
+  apply_convention(plan, o.convention_override, *backend);
+  apply_filter(plan, filter);
+
+  // Known failures, by canonical descriptor.
+  std::map<std::string, std::string> known;
+  if (!o.expect_path.empty()) known = known_failures(load_suite(o.expect_path));
+  // Sharding: --shard, else GoogleTest's, SLURM's or Kubernetes' variables (resolve_shard).
+  const Shard shard = resolve_shard(o.shard_spec);
+  std::vector<std::string> planned_descriptors;
+  for (const auto& pl : plan) planned_descriptors.push_back(to_descriptor(pl.problem));
+  if (shard.count > 1)
+    plan.erase(std::remove_if(plan.begin(), plan.end(),
+                              [&](const Planned& pl) { return pl.index % shard.count != shard.index; }),
+               plan.end());
+  if (o.list_cases) return print_cases(plan);
+
+  RunReport report = new_report(o, *backend, shard, suite_label, planned_descriptors, argc, argv);
+  if (!o.quiet)
+    fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {}{}{}{}\n", kVersion,
+               o.backend_name, report.backend_version, what, plan.size(), plan.size() == 1 ? "" : "s",
+               reference_label(report), filter.active() ? ", filter " + filter.text() : "",
+               shard.count > 1 ? fmt::format(", shard {}/{} ({})", shard.index, shard.count, shard.source) : "",
+               o.repeat > 1 ? fmt::format(", each case {} times (--repeat)", o.repeat) : "");
+  std::fflush(stdout);
+  run_plan(*backend, o, plan, known, supplied, report);
+  return finish_run(report, o.json_path, o.junit_path, o.md_path);
+}
+
 int cli_main(int argc, char** argv, const BackendRegistry& registry) {
   // `--` ends normcheck's options wherever it stands (CLI11 would hand what follows to the
   // multi-value option before it, or refuse it): what follows is Google Benchmark's (bench only).
@@ -877,131 +1182,10 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
                "Plugins: calls run in a worker process of their own; CRASH, TIMEOUT and OVERRUN count as errors (exit 1).",
                "normcheck"};
   app.set_version_flag("--version", std::string("normcheck ") + kVersion);
-  std::string backend_name = "naive";
-  std::vector<std::string> suites, cases;
-  std::vector<std::string> input_specs;  // --input NAME=FILE.npy
-  std::string dtype_override, json_path, junit_path, md_path, dump_dir, expect_path, shard_spec;
-  int reference_bits = 128;
-  int threads = 0;
-  std::string reference_kind = "fast";
-  double timeout = 60;
-  bool quiet = false, in_process = false;
-  app.add_option("--backend,-b", backend_name,
-                 "backend to test: a built-in name (see `normcheck list`), a plugin PATH.so, or a plugin "
-                 "name found on NORMCHECK_PLUGIN_PATH")
-      ->capture_default_str();
-  app.add_option("--timeout", timeout, "plugin backends: seconds one call may take before it is killed")
-      ->capture_default_str();
-  app.add_flag("--in-process", in_process,
-               "plugin backends: call the plugin in normcheck's own process (to debug it under gdb); "
-               "a crash then ends normcheck");
-  app.add_option("--suite,-s", suites, "built-in suite name or path to a suite file (repeatable)");
-  app.add_option("--case,-c", cases, "one case descriptor (repeatable); see docs/descriptor.md");
-  app.add_option("--dtype", dtype_override, "run every case in this dtype instead (f32, f64, f16, bf16)");
-  std::string convention_override;
-  app.add_option("--convention", convention_override,
-                 "batch_norm cases: expect this framework's running-statistics convention (a name from `normcheck "
-                 "list`, or `native`: the one the backend declares); momentum not given in a case takes the "
-                 "convention's default");
-  app.add_option("--json", json_path, "write the JSON report here");
-  app.add_option("--junit", junit_path, "write JUnit XML here");
-  app.add_option("--report", md_path, "write the Markdown summary here");
-  app.add_option("--input", input_specs,
-                 "NAME=FILE.npy: your own tensor instead of a generated one (x, x0, x1, …, dy, gamma, beta, "
-                 "running_mean, running_var; repeatable; docs/descriptor.md)");
-  app.add_option("--dump", dump_dir, "write each case's inputs and outputs as .npy under DIR");
-  app.add_option("--reference", reference_kind,
-                 "fast: exact sums and correctly rounded outputs (docs/reference.md); slow: the independent "
-                 "Boost.Multiprecision reference at --reference-bits")
-      ->check(CLI::IsMember({"fast", "slow"}))
-      ->capture_default_str();
-  app.add_option("--reference-bits", reference_bits, "slow reference precision: 128 or 256")
-      ->capture_default_str();
-  app.add_option("--threads", threads, "threads of the reference, the budgets and the comparison (0: all cores); results do not depend on it")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  app.add_flag("--quiet,-q", quiet, "print only failures and the summary");
-  app.add_option("--expect", expect_path,
-                 "known failures: a file of `DESCRIPTOR  # reason` lines; they do not fail the run, and "
-                 "listed cases that pass again are reported");
-  app.add_option("--shard", shard_spec,
-                 "run shard I of N (I/N, 0-based: the cases whose index % N == I); default from "
-                 "GTEST_SHARD_INDEX/GTEST_TOTAL_SHARDS, SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or "
-                 "JOB_COMPLETION_INDEX/NORMCHECK_TOTAL_SHARDS (docs/scale-out.md)");
-  std::vector<std::string> filters;
-  bool list_cases = false;
-  int verbose = 0, repeat = 1;
-  std::string color_mode = "auto";
-  app.add_option("-k,--filter", filters,
-                 "run only the cases whose canonical descriptor contains EXPR, or matches /REGEX/ (ECMAScript, "
-                 "searched); repeatable: a case matching any is run. Applied after --dtype and --convention, "
-                 "before --shard");
-  app.add_flag("--list-cases", list_cases,
-               "print the canonical descriptors the run would execute (after --dtype, --convention, --filter, "
-               "--shard), one per line, and exit 0 without running them");
-  app.add_flag("-v,--verbose", verbose, "-v: a line per passing case; -vv: every tensor's figures too");
-  app.add_option("--color", color_mode, "colour verdicts: auto (on a terminal, unless NO_COLOR is set), always, never")
-      ->check(CLI::IsMember({"auto", "always", "never"}))
-      ->capture_default_str();
-  app.add_option("--repeat", repeat,
-                 "determinism: run every case N times on identical inputs; outputs that differ bitwise between "
-                 "runs make the case NONDETERMINISTIC (a failure), with the first differing element")
-      ->capture_default_str();
-  CLI::App* list = app.add_subcommand("list", "list backends (with versions), suites, ops and conventions");
-  bool list_as_json = false;
-  list->add_flag("--json", list_as_json, "print it as one JSON object (schema normcheck-list/1) instead");
-  list->fallthrough();  // a main option given to it is then named by check_options_apply
-  CLI::App* merge = app.add_subcommand("merge", "combine the JSON reports of shards 0..N-1 into one report");
-  std::vector<std::string> merge_inputs;
-  std::string merge_json, merge_junit, merge_md;
-  merge->add_option("reports", merge_inputs, "JSON reports written with --json by each shard")->required();
-  merge->add_option("-o,--json", merge_json, "write the merged JSON report here");
-  merge->add_option("--junit", merge_junit, "write merged JUnit XML here");
-  merge->add_option("--report", merge_md, "write the merged Markdown summary here");
-  merge->fallthrough();
-  CLI::App* bench = app.add_subcommand(
-      "bench", "throughput per case against the measured memory bandwidth (Google Benchmark; docs/bench.md). "
-               "Takes --backend, --suite, --case, --dtype, -k, --list-cases and --json (the Google Benchmark JSON) from "
-               "above; "
-               "Google Benchmark flags go after --");
-  bench->fallthrough();
-  BenchOptions bench_opt;
-  std::string cache_mode = "warm";
-  bench->add_option("--threads", bench_opt.threads, "threads per call (default: the backend's own default)");
-  bench->add_option("--cache", cache_mode, "warm: buffers stay cached between calls; cold: a buffer twice the "
-                                           "last-level cache is written before every call")
-      ->check(CLI::IsMember({"warm", "cold"}))
-      ->capture_default_str();
-  bench->add_option("--repetitions", bench_opt.repetitions, "repetitions per case (min, median, spread over these)")
-      ->capture_default_str();
-  bench->add_option("--min-time", bench_opt.min_time, "seconds of timed calls per repetition")->capture_default_str();
-  bench->add_flag("--remeasure-bandwidth", bench_opt.remeasure_bandwidth,
-                  "measure the STREAM bandwidth again instead of taking the one cached for this machine and thread "
-                  "count ($XDG_CACHE_HOME/normcheck/stream-bandwidth.json, docs/bench.md)");
-  bench->footer(applicable_options_text("bench") + "\nGoogle Benchmark flags go after --, e.g. -- --benchmark_filter=RE");
-  CLI::App* diagnose = app.add_subcommand(
-      "diagnose", "probe what a backend does, point by point: momentum direction, Bessel correction, variance and "
-                  "eps in the normalization, saved statistics, accumulation precision, variance algorithm, summation "
-                  "depth (docs/diagnose.md). Takes --backend and --json from above");
-  diagnose->fallthrough();
-  diagnose->footer(applicable_options_text("diagnose"));
-  CLI::App* metamorphic = app.add_subcommand(
-      "metamorphic", "check relations a correct kernel satisfies without an expected value: NCHW = NHWC, in place = "
-                     "out of place, batch permutation, shift invariance, batch_norm inference affine per channel "
-                     "(docs/metamorphic.md). Takes --backend, --suite, --case, --dtype and --json from above");
-  metamorphic->fallthrough();
-  metamorphic->footer(applicable_options_text("metamorphic"));
-  CLI::App* report_cmd = app.add_subcommand(
-      "report", "build an HTML page and Markdown from result, bench, diagnose and metamorphic JSON files "
-                "(reports/build_report.py; needs a Python with matplotlib)");
-  std::vector<std::string> report_inputs;
-  std::string report_dir, report_title;
-  report_cmd->add_option("results", report_inputs, "JSON from `normcheck --json`, `normcheck bench --json`, `normcheck diagnose --json` and "
-                         "`normcheck metamorphic --json`")
-      ->required();
-  report_cmd->add_option("-o,--output", report_dir, "directory for index.html, report.md and the plots")->required();
-  report_cmd->add_option("--title", report_title, "page title");
-  report_cmd->fallthrough();
+  MainOptions o;
+  add_main_options(app, o);
+  Subcommands s;
+  add_subcommands(app, s);
   app.require_subcommand(0, 1);
 
   try {
@@ -1021,152 +1205,13 @@ int cli_main(int argc, char** argv, const BackendRegistry& registry) {
     if (!passthrough.empty() && sub != "bench")
       throw Error(fmt::format("arguments after -- ({}) are Google Benchmark flags: only `normcheck bench` takes them",
                               join(passthrough)));
-    bench_opt.benchmark_flags = passthrough;
-    check_values(timeout, repeat, verbose, quiet);
-    g_color = colour_wanted(color_mode);
-    g_verbosity = quiet ? -1 : verbose;
-    const CaseFilter filter(filters);
-    if (list->parsed()) {
-      if (!list_as_json) return cmd_list(registry);
-      fmt::print("{}\n", list_json(registry).dump(2));
-      return kExitPass;
-    }
-    if (merge->parsed()) {
-      prepare_outputs({{"--json", merge_json}, {"--junit", merge_junit}, {"--report", merge_md}}, "", merge_inputs);
-      return cmd_merge(merge_inputs, merge_json, merge_junit, merge_md);
-    }
-    if (report_cmd->parsed()) return cmd_report(report_inputs, report_dir, report_title);
-    if (metamorphic->parsed()) {
-      std::string label;
-      auto plan = plan_cases(suites, cases, dtype_override, label);
-      apply_filter(plan, filter);
-      if (list_cases) return print_cases(plan);
-      prepare_outputs({{"--json", json_path}}, "");
-      auto backend = open_backend(registry, backend_name, timeout, !in_process);
-      return cmd_metamorphic(*backend, backend_name, label, plan, json_path);
-    }
-    if (diagnose->parsed()) {
-      prepare_outputs({{"--json", json_path}}, "");
-      auto backend = open_backend(registry, backend_name, timeout, !in_process);
-      return cmd_diagnose(*backend, backend_name, json_path);
-    }
-    if (bench->parsed()) {
-      for (const auto& f : bench_opt.benchmark_flags)
-        if (f.rfind("--benchmark_", 0) != 0)
-          throw Error(fmt::format("'{}' after -- is not a Google Benchmark flag (--benchmark_…)", f));
-      std::string label;
-      auto plan = plan_cases(suites, cases, dtype_override, label);
-      apply_filter(plan, filter);
-      if (list_cases) return print_cases(plan);
-      bench_opt.cold_cache = cache_mode == "cold";
-      bench_opt.json_path = json_path;
-      bench_opt.backend_label = backend_name;
-      bench_opt.suite_label = label;
-      bench_opt.command = command_line(argc, argv);
-      return cmd_bench(registry, backend_name, plan, bench_opt);
-    }
-    // First, so that a run that stops anywhere below leaves no stale report of an earlier run.
-    // (--list-cases writes nothing, so it leaves the report paths alone.)
-    if (!list_cases) prepare_outputs({{"--json", json_path}, {"--junit", junit_path}, {"--report", md_path}}, dump_dir);
-    check_expect_file(expect_path);  // after: a bad --expect leaves no stale report either
-    if (reference_bits != 128 && reference_bits != 256)
-      throw Error("--reference-bits must be 128 or 256");
-    std::string suite_label;
-    std::vector<Planned> plan = plan_cases(suites, cases, dtype_override, suite_label);
-    SuppliedInputs supplied;  // --input: read, hashed and checked against every case before running
-    for (const auto& spec : input_specs) add_input(supplied, spec);
-    for (auto& pl : plan) bind_inputs(pl.problem, supplied);
-    const std::string what = suites.empty() ? "--case" : "suite " + suite_label;
-    std::unique_ptr<Backend> backend = open_backend(registry, backend_name, timeout, !in_process);
-    apply_convention(plan, convention_override, *backend);
-    apply_filter(plan, filter);
-
-    // Known failures, by canonical descriptor.
-    std::map<std::string, std::string> known;
-    if (!expect_path.empty()) known = known_failures(load_suite(expect_path));
-    // Sharding: --shard, else GoogleTest's, SLURM's or Kubernetes' variables (resolve_shard).
-    const Shard shard = resolve_shard(shard_spec);
-    const int shard_index = shard.index, shard_count = shard.count;
-    std::vector<std::string> planned_descriptors;
-    for (const auto& pl : plan) planned_descriptors.push_back(to_descriptor(pl.problem));
-    if (shard_count > 1)
-      plan.erase(std::remove_if(plan.begin(), plan.end(),
-                                [&](const Planned& pl) { return pl.index % shard_count != shard_index; }),
-                 plan.end());
-    if (list_cases) return print_cases(plan);
-
-    RunReport report;
-    report.shard_index = shard_index;
-    report.shard_count = shard_count;
-    report.expect_file = expect_path;
-    report.normcheck_version = kVersion;
-    report.command = command_line(argc, argv);
-    report.backend = backend_name;
-    report.backend_name = backend->name();
-    report.backend_notes = backend->capabilities().notes;
-    report.backend_version = backend->version();
-    report.suite = suite_label;
-    report.machine = machine_description();
-    report.compiler = compiler_description();
-    report.started_utc = utc_now_iso8601();
-    report.reference_bits = reference_bits;
-    report.reference_kind = reference_kind;
-    report.dtype_override = dtype_override;
-    report.convention_override = convention_override;
-    report.planned_cases = static_cast<int>(planned_descriptors.size());
-    report.plan_digest = plan_digest(planned_descriptors);
-
-    if (!quiet)
-      fmt::print("normcheck {}: backend {} ({}), {}: {} case{}, reference {}{}{}{}\n", kVersion,
-                 backend_name, report.backend_version, what, plan.size(), plan.size() == 1 ? "" : "s",
-                 reference_label(report), filter.active() ? ", filter " + filter.text() : "",
-                 shard_count > 1 ? fmt::format(", shard {}/{} ({})", shard_index, shard_count, shard.source) : "",
-                 repeat > 1 ? fmt::format(", each case {} times (--repeat)", repeat) : "");
-    std::fflush(stdout);
-    const bool tty = isatty(STDERR_FILENO) && !quiet;
-    clear_interrupt();
-    std::optional<InterruptHandlers> handlers(std::in_place);
-    const auto t0 = std::chrono::steady_clock::now();
-    RunOptions opt;
-    opt.reference_bits = reference_bits;
-    opt.reference = reference_kind == "slow" ? ReferenceKind::slow : ReferenceKind::fast;
-    opt.threads = threads;
-    opt.dump_dir = dump_dir;
-    opt.inputs = &supplied;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      if (interrupted()) break;
-      if (tty) {
-        std::string d = to_descriptor(plan[i].problem);
-        if (d.size() > 90) d = d.substr(0, 87) + "...";
-        fmt::print(stderr, "\r\033[K[{:>3}/{}] {}", i + 1, plan.size(), d);
-        std::fflush(stderr);
-      }
-      CaseResult c;
-      try {
-        c = repeat > 1 ? run_repeated(*backend, plan[i].problem, opt, repeat)
-                       : run_planned(*backend, plan[i].problem, opt);
-      } catch (const Interrupted&) {  // abandoned at the signal (a plugin call too): nobody's fault
-        if (tty) fmt::print(stderr, "\r\033[K");
-        break;
-      }
-      c.note = plan[i].note;
-      c.index = plan[i].index;
-      if (auto it = known.find(c.descriptor); it != known.end()) c.known_failure = it->second;
-      if (tty) fmt::print(stderr, "\r\033[K");
-      if (!quiet || (c.verdict != Verdict::pass && c.verdict != Verdict::unsupported))
-        print_case_outcome(c, backend_name);
-      std::fflush(stdout);
-      report.cases.push_back(std::move(c));
-    }
-    handlers.reset();
-    if (report.cases.size() < plan.size()) {
-      report.complete = false;
-      report.incomplete_reason = fmt::format("interrupted by {} after {} of {} cases",
-                                             signal_name(interrupt_signal()), report.cases.size(), plan.size());
-    }
-    report.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-    return finish_run(report, json_path, junit_path, md_path);
+    s.bench_opt.benchmark_flags = passthrough;
+    check_values(o.timeout, o.repeat, o.verbose, o.quiet);
+    g_color = colour_wanted(o.color_mode);
+    g_verbosity = o.quiet ? -1 : o.verbose;
+    const CaseFilter filter(o.filters);
+    if (auto code = run_subcommand(registry, o, s, filter, argc, argv)) return *code;
+    return cmd_run(registry, o, filter, argc, argv);
   } catch (const Error& e) {
     fmt::print(stderr, "normcheck: error: {}\n", e.what());
     return kExitUsage;
