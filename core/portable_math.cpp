@@ -37,13 +37,14 @@ void split_exponent(double x, double& m, int& e) {
   }
 }
 
-/// atanh(s)/s − 1 = s²/3 + s⁴/5 + … + s²⁰/21, in z = s² (Horner; coefficients 1/(2k+1) rounded
-/// at compile time).
+/// atanh(s)/s − 1 = s²/3 + s⁴/5 + … + s²⁰/21, in z = s²: z·Q(z), Q(z) = Σ_{k<10} z^k/(2k + 3) by
+/// Estrin's scheme (a shorter dependency chain than Horner's; coefficients rounded at compile time).
 double atanh_tail(double z) {
-  double q = 1.0 / 21;
-  for (const double c : {1.0 / 19, 1.0 / 17, 1.0 / 15, 1.0 / 13, 1.0 / 11, 1.0 / 9, 1.0 / 7, 1.0 / 5, 1.0 / 3})
-    q = c + z * q;
-  return z * q;
+  const double z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+  const double p01 = 1.0 / 3 + z * (1.0 / 5), p23 = 1.0 / 7 + z * (1.0 / 9), p45 = 1.0 / 11 + z * (1.0 / 13);
+  const double p67 = 1.0 / 15 + z * (1.0 / 17), p89 = 1.0 / 19 + z * (1.0 / 21);
+  const double p0_3 = p01 + z2 * p23, p4_7 = p45 + z2 * p67;
+  return z * ((p0_3 + z4 * p4_7) + z8 * p89);
 }
 
 /// sin x for |x| ≤ π/4: x − x³/3! + … + x¹⁷/17!, as x + x·z·P(z), z = x².
@@ -65,6 +66,15 @@ double cos_kernel(double z) {
   return (1.0 - 0.5 * z) + (z * z) * p;
 }
 
+/// log(m·2^e) for m in (√2/2, √2].
+double log_of_split(double m, int e) {
+  const double s = (m - 1.0) / (m + 1.0);  // m − 1 exact (Sterbenz: m in [1/2, 2])
+  const double s2 = s + s;
+  const double log_m = s2 + s2 * atanh_tail(s * s);
+  const double de = static_cast<double>(e);
+  return de * kLn2Hi + (log_m + de * kLn2Lo);
+}
+
 }  // namespace
 
 // Error of portable_log, u = 2^-53: s = f/(m + 1) carries two roundings (2u); 2s + 2s·(z·Q) one
@@ -78,11 +88,20 @@ double portable_log(double x) {
   double m;
   int e;
   split_exponent(x, m, e);
-  const double s = (m - 1.0) / (m + 1.0);  // m − 1 exact (Sterbenz: m in [1/2, 2])
-  const double s2 = s + s;
-  const double log_m = s2 + s2 * atanh_tail(s * s);
-  const double de = static_cast<double>(e);
-  return de * kLn2Hi + (log_m + de * kLn2Lo);
+  return log_of_split(m, e);
+}
+
+void portable_log(const double* x, double* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    if (!(x[j] >= DBL_MIN && x[j] <= DBL_MAX)) {  // zero, subnormal, negative, inf, NaN
+      y[j] = portable_log(x[j]);
+      continue;
+    }
+    double m;
+    int e;
+    split_exponent(x[j], m, e);
+    y[j] = log_of_split(m, e);
+  }
 }
 
 // Error of portable_sincos_turns, u = 2^-53: x = fl(d·fl(π/2)) is off by ≤ 1.35u relative, which
@@ -105,6 +124,14 @@ SinCos portable_sincos_turns(double t) {
     case 1: return {c, -s};
     case 2: return {-s, -c};
     default: return {-c, s};
+  }
+}
+
+void portable_sincos_turns(const double* t, double* s, double* c, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const SinCos sc = portable_sincos_turns(t[j]);
+    s[j] = sc.sin;
+    c[j] = sc.cos;
   }
 }
 

@@ -259,6 +259,21 @@ TEST(PortableMath, LogOfKnownValues) {
   EXPECT_EQ(portable_log(std::numeric_limits<double>::infinity()), std::numeric_limits<double>::infinity());
 }
 
+TEST(PortableMath, BlockFormsGiveTheSameBitsAsOneValueAtATime) {
+  std::vector<double> x = {0.0, -1.0, 5e-324, 1e-310, 0.5, 1.0, 3.0, std::numeric_limits<double>::infinity(),
+                           std::numeric_limits<double>::quiet_NaN(), -0.0, 0.75, 1e300};
+  for (uint64_t n = 0; n < 2000; ++n) x.push_back(std::ldexp(static_cast<double>((draws::bits(5, n) >> 11) + 1), -53));
+  std::vector<double> y(x.size()), s(x.size()), c(x.size());
+  portable_log(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  portable_sincos_turns(x.data(), s.data(), c.data(), static_cast<int64_t>(x.size()));
+  const auto same = [](double a, double b) { return std::memcmp(&a, &b, 8) == 0 || (std::isnan(a) && std::isnan(b)); };
+  for (size_t j = 0; j < x.size(); ++j) {
+    EXPECT_TRUE(same(y[j], portable_log(x[j]))) << x[j];
+    EXPECT_TRUE(same(s[j], portable_sincos_turns(x[j]).sin)) << x[j];
+    EXPECT_TRUE(same(c[j], portable_sincos_turns(x[j]).cos)) << x[j];
+  }
+}
+
 /// sin and cos of 2π·t in long double, through the exact reduction t = q/4 + d/4 done here
 /// independently (in long double, exact for these t) and long double sinl/cosl of d·π/2.
 void reference_sincos(double t, long double& s, long double& c) {

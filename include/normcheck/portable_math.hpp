@@ -11,6 +11,8 @@
 // arguments each and asserts that.
 #pragma once
 
+#include <cstdint>
+
 namespace normcheck {
 
 /// Natural logarithm of x. x = 2^e · m with m in [√½, √2] (exact, from the encoding), then
@@ -19,6 +21,9 @@ namespace normcheck {
 /// exact) and a tail. Error ≤ 5 ulp. x = 0: −inf; x < 0 or NaN: NaN;
 /// +inf: +inf. Subnormal x is handled (scaled by 2^54 exactly first).
 double portable_log(double x);
+/// y[j] = portable_log(x[j]) for j < n, bit for bit, a block at a time (independent iterations
+/// that overlap in the CPU, unlike one call per value).
+void portable_log(const double* x, double* y, int64_t n);
 
 /// sin(2π·t) and cos(2π·t), for finite t ("turns": t = 1 is a full circle). The reduction
 /// t = q/4 + d/4, q = round(4t), |d| ≤ 1/2, is exact, so there is no error from the argument's
@@ -30,5 +35,7 @@ struct SinCos {
   double sin, cos;
 };
 SinCos portable_sincos_turns(double t);
+/// s[j], c[j] = portable_sincos_turns(t[j]) for j < n, bit for bit.
+void portable_sincos_turns(const double* t, double* s, double* c, int64_t n);
 
 }  // namespace normcheck
