@@ -30,6 +30,7 @@
 
 #include "normcheck/backend.hpp"
 #include "normcheck/generate.hpp"
+#include "normcheck/parallel.hpp"
 #include "normcheck/reference.hpp"
 #include "normcheck/runner.hpp"
 
@@ -162,6 +163,37 @@ void sizes(benchmark::internal::Benchmark* b) {
         for (int whole : {0, 1}) b->Args({log2, pass, threads, whole});
   b->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.2);
 }
+
+/// Input generation alone (generate_inputs, issue 11 item 5) against the float64 two-pass of the
+/// same problem, timed in the same loop. state.range(0): log2 elements; range(1): 0
+/// forward_training, 1 backward_training (x and dy); range(2): threads (0: all cores).
+/// batch_norm f32 8×64×S, NCHW.
+void BM_Generate(benchmark::State& state) {
+  const int threads = resolve_threads(static_cast<int>(state.range(2)));
+  const std::string pass = state.range(1) == 0 ? "forward_training" : "backward_training";
+  const Problem p = parse_descriptor(shape_for(Op::batch_norm, static_cast<int>(state.range(0))) + ",pass=" + pass);
+  const Partition part = make_partition(p);
+  const ReferenceInputs in = reference_inputs(p, generate_inputs(p, part, threads));
+  std::vector<double> out, dg;
+  double t_gen = 0, t_f64 = 0, c_gen = 0, c_f64 = 0;
+  for (auto _ : state) {
+    t_f64 += seconds_of([&] { float64_two_pass(p, part, in, out, dg); }, &c_f64);
+    benchmark::DoNotOptimize(out.data());
+    const double t = seconds_of([&] { benchmark::DoNotOptimize(generate_inputs(p, part, threads).batches.size()); }, &c_gen);
+    t_gen += t;
+    state.SetIterationTime(t);
+  }
+  const auto elems = static_cast<double>(p.numel()) * static_cast<double>(state.iterations());
+  state.counters["ns_per_element"] = 1e9 * t_gen / elems;
+  state.counters["f64_ns_per_element"] = 1e9 * t_f64 / elems;
+  state.counters["ratio"] = t_gen / t_f64;
+  if (threads == 1) state.counters["cpu_ratio"] = c_gen / c_f64;
+  state.counters["threads"] = threads;
+  state.SetLabel(to_descriptor(p) + " [generate_inputs]");
+}
+BENCHMARK(BM_Generate)
+    ->ArgsProduct({{20, 22}, {0, 1}, {1, 0}})
+    ->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.2);
 
 BENCHMARK_CAPTURE(BM_ReferenceVsFloat64, batch_norm, Op::batch_norm)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_ReferenceVsFloat64, layer_norm, Op::layer_norm)->Apply(sizes);

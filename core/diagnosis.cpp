@@ -547,6 +547,26 @@ std::optional<double> common_factor(const std::vector<double>& rel) {
   return mean;
 }
 
+/// True when summing every set's x in increasing logical order in the 16-bit data type (one
+/// rounding per addition) loses nothing: then a 16-bit accumulator leaves the mean exact too (small
+/// sets, values on a coarse common grid such as f16 subnormals), and an exact mean is no evidence
+/// against it.
+bool sixteen_bit_set_sums_exact(const CaseEvidence& e) {
+  if (e.in.batches.empty()) return false;
+  const std::vector<double>& x = e.in.batches.back();
+  bool exact = true;
+  for (int64_t s = 0; s < e.part.num_sets && exact; ++s) {
+    double acc = 0;
+    for_each_in_set(e.part, s, [&](int64_t i, int64_t) {
+      const double sum = acc + x[i], bv = sum - acc;  // TwoSum (Knuth): sum + err = acc + x[i] exactly
+      const double err = (acc - (sum - bv)) + (x[i] - bv);
+      exact = exact && err == 0 && round_to(e.problem.dtype, sum) == sum;
+      acc = sum;
+    });
+  }
+  return exact;
+}
+
 /// Step 2: per-set mean and variance errors against the stable, one-pass and 16-bit envelopes.
 std::optional<std::string> envelope_cause(const CaseEvidence& e, const std::vector<SetFit>& fits) {
   const Problem& p = e.problem;
@@ -611,8 +631,9 @@ std::optional<std::string> envelope_cause(const CaseEvidence& e, const std::vect
     return "error grows like κ²: one-pass variance E[x²] − E[x]² suspected (" + evidence +
            ", within the one-pass envelope (h+4)·u·(μ² + v))";
   // A 16-bit accumulator rounds the sum of x as well as the sum of squares: with the mean exact
-  // (every set within the stable budget), the fault is not in the accumulation.
-  if (acc16 && (p.op == Op::rms_norm || any_mean_bad || (!g_mean && fits.empty())))
+  // (every set within the stable budget), the fault is not in the accumulation, unless a 16-bit
+  // sum of these x is exact anyway.
+  if (acc16 && (p.op == Op::rms_norm || any_mean_bad || (!g_mean && fits.empty()) || sixteen_bit_set_sums_exact(e)))
     return fmt::format("sums accumulated in 16 bits suspected ({}, within the budget of a u = 2^{} accumulator)",
                        evidence, p.dtype == DType::bf16 ? -8 : -11);
   if (!fits.empty()) return "unexplained (" + evidence + "; " + describe(fits, e) + ")";

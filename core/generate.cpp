@@ -1,59 +1,193 @@
+// Compiled with -ffp-contract=off (CMakeLists.txt): no a·b + c is fused, so the generated
+// doubles are the same on every platform (generate.hpp).
 #include "normcheck/generate.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
-namespace normcheck {
-namespace {
+#include "normcheck/lowp.hpp"
+#include "normcheck/parallel.hpp"
+#include "normcheck/portable_math.hpp"
 
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+namespace normcheck {
+namespace draws {
+
+uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
 
-/// xoshiro256** (Blackman & Vigna 2018), seeded through splitmix64 as its authors recommend.
-class Stream {
- public:
-  Stream(uint64_t seed, uint64_t role) {
-    uint64_t s = seed ^ (role * 0xd1b54a32d192ed03ULL);
-    for (auto& w : state_) w = splitmix64(s);
-  }
-  uint64_t next() {
-    const uint64_t result = rotl(state_[1] * 5, 7) * 9;
-    const uint64_t t = state_[1] << 17;
-    state_[2] ^= state_[0];
-    state_[3] ^= state_[1];
-    state_[1] ^= state_[2];
-    state_[0] ^= state_[3];
-    state_[2] ^= t;
-    state_[3] = rotl(state_[3], 45);
-    return result;
-  }
-  /// Uniform on [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1p-53; }
-  /// Standard normal by Box–Muller (one value per pair of uniforms).
-  double normal() {
-    const double u1 = 1.0 - uniform();  // (0, 1]
-    const double u2 = uniform();
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-  }
-  double draw(const Distribution& d) {
-    switch (d.kind) {
-      case Distribution::Kind::normal: return d.a + d.b * normal();
-      case Distribution::Kind::uniform: return d.a + (d.b - d.a) * uniform();
-      case Distribution::Kind::constant: return d.a;
-    }
-    return 0;
-  }
+uint64_t role_key(uint64_t seed, uint64_t role) { return mix64(mix64(seed) ^ (role * 0xd1b54a32d192ed03ULL)); }
 
- private:
-  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t state_[4];
+uint64_t bits(uint64_t key, uint64_t n) { return mix64(key + (n + 1) * 0x9e3779b97f4a7c15ULL); }
+
+double uniform(uint64_t key, uint64_t n) { return static_cast<double>(bits(key, n) >> 11) * 0x1p-53; }
+
+namespace {
+
+struct Pair {
+  double cos, sin;
 };
 
-enum Role : uint64_t { kDy = 1, kGamma = 2, kBeta = 3, kRunningMean = 4, kRunningVar = 5, kBatch0 = 100 };
+/// Box–Muller pair k: R·(cos θ, sin θ), R = sqrt(−2 log u1), u1 in [2^-53, 1], θ = 2π·U_{2k+1}.
+Pair normal_pair(uint64_t key, uint64_t k) {
+  const double u1 = static_cast<double>((bits(key, 2 * k) >> 11) + 1) * 0x1p-53;
+  const double r = std::sqrt(-2.0 * portable_log(u1));
+  const SinCos sc = portable_sincos_turns(uniform(key, 2 * k + 1));
+  return {r * sc.cos, r * sc.sin};
+}
+
+}  // namespace
+
+void fill_normal(uint64_t key, int64_t first, int64_t count, double* out) {
+  const int64_t end = first + count;
+  int64_t i = first;
+  if (i < end && i % 2 == 1) {  // a range starting at the odd half of a pair
+    *out++ = normal_pair(key, static_cast<uint64_t>(i / 2)).sin;
+    ++i;
+  }
+  constexpr int64_t kPairs = 256;  // whole pairs a block at a time: the same values as normal_pair
+  double u1[kPairs], theta[kPairs], s[kPairs], c[kPairs];
+  while (i + 1 < end) {
+    const int64_t np = std::min(kPairs, (end - i) / 2);
+    const auto k0 = static_cast<uint64_t>(i / 2);
+    for (int64_t j = 0; j < np; ++j) {
+      const uint64_t k = k0 + static_cast<uint64_t>(j);
+      u1[j] = static_cast<double>((bits(key, 2 * k) >> 11) + 1) * 0x1p-53;
+      theta[j] = uniform(key, 2 * k + 1);
+    }
+    portable_log(u1, u1, np);
+    portable_sincos_turns(theta, s, c, np);
+    for (int64_t j = 0; j < np; ++j) {
+      const double r = std::sqrt(-2.0 * u1[j]);
+      *out++ = r * c[j];
+      *out++ = r * s[j];
+    }
+    i += 2 * np;
+  }
+  if (i < end) *out = normal_pair(key, static_cast<uint64_t>(i / 2)).cos;
+}
+
+void fill(const Distribution& d, uint64_t key, int64_t first, int64_t count, double* out) {
+  switch (d.kind) {
+    case Distribution::Kind::normal:
+      fill_normal(key, first, count, out);
+      for (int64_t j = 0; j < count; ++j) out[j] = d.a + d.b * out[j];
+      return;
+    case Distribution::Kind::uniform:
+      for (int64_t j = 0; j < count; ++j) out[j] = d.a + (d.b - d.a) * uniform(key, static_cast<uint64_t>(first + j));
+      return;
+    case Distribution::Kind::constant: std::fill(out, out + count, d.a); return;
+  }
+}
+
+}  // namespace draws
+
+namespace {
+
+constexpr int64_t kRange = int64_t{1} << 16;  ///< elements per task
+constexpr int64_t kBlock = 1024;              ///< elements per stack buffer within a task
+
+/// Physical order = logical order (the rule of Tensor's constructor: extent-1 dims aside).
+bool is_row_major(const Tensor& t) {
+  int64_t inner = 1;
+  for (int d = static_cast<int>(t.dims().size()) - 1; d >= 0; --d) {
+    if (t.dims()[d] > 1 && t.strides()[d] != inner) return false;
+    inner *= t.dims()[d];
+  }
+  return true;
+}
+
+/// The conversions of Tensor::set: f16 rounds from double directly, bf16 through float.
+template <class T>
+T convert(double v) {
+  if constexpr (std::is_same_v<T, bf16>) return bf16(static_cast<float>(v));
+  else return static_cast<T>(v);
+}
+
+template <class T>
+void store_as(Tensor& t, int64_t first, const double* v, int64_t n) {
+  auto* base = static_cast<unsigned char*>(t.data());
+  const bool row_major = is_row_major(t);
+  for (int64_t j = 0; j < n; ++j) {
+    const T x = convert<T>(v[j]);
+    const int64_t off = row_major ? (first + j) * static_cast<int64_t>(sizeof(T)) : t.offset_of(first + j);
+    std::memcpy(base + off, &x, sizeof(T));
+  }
+}
+
+/// Writes v[0, n) rounded to t's dtype at logical indices [first, first + n).
+void store(Tensor& t, int64_t first, const double* v, int64_t n) {
+  switch (t.dtype()) {
+    case DType::f32: store_as<float>(t, first, v, n); return;
+    case DType::f64: store_as<double>(t, first, v, n); return;
+    case DType::f16: store_as<f16>(t, first, v, n); return;
+    case DType::bf16: store_as<bf16>(t, first, v, n); return;
+  }
+}
+
+/// Fills t from values(first, count, out) (doubles of logical elements [first, first + count)),
+/// in ranges of kRange elements on `threads` threads.
+template <class F>
+void generate_tensor(Tensor& t, int threads, const F& values) {
+  const int64_t n = t.numel();
+  parallel_for((n + kRange - 1) / kRange, threads, [&](int64_t r) {
+    double buf[kBlock];
+    const int64_t end = std::min(n, (r + 1) * kRange);
+    for (int64_t b = r * kRange; b < end; b += kBlock) {
+      const int64_t len = std::min(kBlock, end - b);
+      values(b, len, buf);
+      store(t, b, buf, len);
+    }
+  });
+}
+
+void plant_special(const Problem& p, const Partition& part, Tensor& x) {
+  switch (p.special) {
+    case Special::none: return;
+    case Special::nan: x.set(0, std::numeric_limits<double>::quiet_NaN()); return;
+    case Special::inf: x.set(0, std::numeric_limits<double>::infinity()); return;
+    case Special::spikes: {
+      const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p20;
+      for (int64_t i = 0; i < x.numel(); i += 97) x.set(i, (i / 97) % 2 ? -big : big);
+      return;
+    }
+    case Special::cancel: {
+      const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p24;
+      if (part.set_size >= 2)
+        for (int64_t q = 0; q < part.num_sets; ++q) {
+          x.set(part.member(q, 0), big);
+          x.set(part.member(q, part.set_size - 1), -big);
+        }
+      return;
+    }
+    case Special::const_set: {
+      const double v = x.get(part.member(0, 0));
+      for (int64_t j = 0; j < part.set_size; ++j) x.set(part.member(0, j), v);
+      return;
+    }
+  }
+}
+
+/// G6: dy = a + b·x̂ + 1e-3·N_i, x̂ from each set's mean and inv_std (two-pass, in double).
+void common_mode_dy(const Problem& p, const Partition& part, const Tensor& x, Tensor& dy, int threads) {
+  std::vector<double> mean, var;
+  set_moments(part, [&](int64_t i) { return x.get(i); }, mean, var);
+  std::vector<double> r(var.size());
+  for (size_t q = 0; q < var.size(); ++q) r[q] = 1 / std::sqrt(var[q] + p.eps);
+  const uint64_t key = draws::role_key(p.seed, draws::dy);
+  generate_tensor(dy, threads, [&](int64_t first, int64_t count, double* out) {
+    draws::fill_normal(key, first, count, out);
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t i = first + j;
+      const auto q = static_cast<size_t>(part.set_of(i));
+      out[j] = p.dy.a + p.dy.b * (x.get(i) - mean[q]) * r[q] + 1e-3 * out[j];
+    }
+  });
+}
 
 double dist_mean(const Distribution& d) {
   return d.kind == Distribution::Kind::uniform ? 0.5 * (d.a + d.b) : d.a;
@@ -67,6 +201,47 @@ double dist_std(const Distribution& d) {
   return 0;
 }
 
+/// gamma_j = ±(0.5 + 1.5·U_j), negative when the lowest bit of the draw is 1 (U_j uses the top
+/// 53 bits); beta_j = −1 + 2·U_j.
+void affine_params(const Problem& p, const Partition& part, GeneratedInputs& g) {
+  const DType sdt = stats_dtype(p.dtype);
+  const auto ashape = affine_shape(p);
+  g.gamma = Tensor(sdt, ashape);
+  const uint64_t kg = draws::role_key(p.seed, draws::gamma);
+  generate_tensor(g.gamma, 1, [&](int64_t first, int64_t count, double* out) {
+    for (int64_t j = 0; j < count; ++j) {
+      const uint64_t b = draws::bits(kg, static_cast<uint64_t>(first + j));
+      out[j] = (b & 1 ? -1.0 : 1.0) * (0.5 + 1.5 * (static_cast<double>(b >> 11) * 0x1p-53));
+    }
+  });
+  if (!part.has_beta) return;
+  g.beta = Tensor(sdt, ashape);
+  const uint64_t kb = draws::role_key(p.seed, draws::beta);
+  generate_tensor(g.beta, 1, [&](int64_t first, int64_t count, double* out) {
+    for (int64_t j = 0; j < count; ++j) out[j] = -1.0 + 2.0 * draws::uniform(kb, static_cast<uint64_t>(first + j));
+  });
+}
+
+/// Framework defaults (0, 1) once batch_norm has trained; otherwise drawn near the data's own
+/// statistics: mean + std·N_c and std²·(0.5 + 1.5·U_c) (std 1 for constant data).
+void running_stats(const Problem& p, GeneratedInputs& g) {
+  const DType sdt = stats_dtype(p.dtype);
+  g.running_mean = Tensor(sdt, {p.channels()});
+  g.running_var = Tensor(sdt, {p.channels()});
+  const bool trained = p.pass == Pass::forward_training || p.steps > 0;
+  const double mu = dist_mean(p.data), sd = dist_std(p.data);
+  const double scale = sd > 0 ? sd : 1.0, var_scale = sd > 0 ? sd * sd : 1.0;
+  const uint64_t km = draws::role_key(p.seed, draws::running_mean), kv = draws::role_key(p.seed, draws::running_var);
+  generate_tensor(g.running_mean, 1, [&](int64_t first, int64_t count, double* out) {
+    draws::fill_normal(km, first, count, out);
+    for (int64_t j = 0; j < count; ++j) out[j] = trained ? 0.0 : mu + scale * out[j];
+  });
+  generate_tensor(g.running_var, 1, [&](int64_t first, int64_t count, double* out) {
+    for (int64_t j = 0; j < count; ++j)
+      out[j] = trained ? 1.0 : var_scale * (0.5 + 1.5 * draws::uniform(kv, static_cast<uint64_t>(first + j)));
+  });
+}
+
 }  // namespace
 
 int num_calls(const Problem& p) {
@@ -77,89 +252,28 @@ int num_calls(const Problem& p) {
   }
 }
 
-GeneratedInputs generate_inputs(const Problem& p, const Partition& part) {
+GeneratedInputs generate_inputs(const Problem& p, const Partition& part, int threads) {
+  threads = resolve_threads(threads);
   GeneratedInputs g;
-  const DType sdt = stats_dtype(p.dtype);
   const int calls = num_calls(p);
   for (int k = 0; k < calls; ++k) {
     Tensor x(p.dtype, p.dims, p.layout);
-    Stream s(p.seed, kBatch0 + static_cast<uint64_t>(k));
-    for (int64_t i = 0; i < x.numel(); ++i) x.set(i, s.draw(p.data));
-    if (k == calls - 1) {
-      switch (p.special) {
-        case Special::none: break;
-        case Special::nan: x.set(0, std::numeric_limits<double>::quiet_NaN()); break;
-        case Special::inf: x.set(0, std::numeric_limits<double>::infinity()); break;
-        case Special::spikes: {
-          const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p20;
-          for (int64_t i = 0; i < x.numel(); i += 97) x.set(i, (i / 97) % 2 ? -big : big);
-          break;
-        }
-        case Special::cancel: {
-          const double big = p.dtype == DType::f16 ? 0x1p14 : 0x1p24;
-          if (part.set_size >= 2)
-            for (int64_t q = 0; q < part.num_sets; ++q) {
-              x.set(part.member(q, 0), big);
-              x.set(part.member(q, part.set_size - 1), -big);
-            }
-          break;
-        }
-        case Special::const_set: {
-          const double v = x.get(part.member(0, 0));
-          for (int64_t j = 0; j < part.set_size; ++j) x.set(part.member(0, j), v);
-          break;
-        }
-      }
-    }
+    const uint64_t key = draws::role_key(p.seed, draws::batch0 + static_cast<uint64_t>(k));
+    generate_tensor(x, threads, [&](int64_t first, int64_t count, double* out) { draws::fill(p.data, key, first, count, out); });
+    if (k == calls - 1) plant_special(p, part, x);
     g.batches.push_back(std::move(x));
   }
   if (is_backward(p.pass)) {
     g.dy = Tensor(p.dtype, p.dims, p.layout);
-    Stream s(p.seed, kDy);
     if (p.dy.kind == GradientSpec::Kind::normal) {
-      for (int64_t i = 0; i < g.dy.numel(); ++i) g.dy.set(i, s.normal());
-    } else {  // G6: dy = a + b·x̂ + 1e-3·N(0, 1), x̂ from each set's mean and inv_std (in double)
-      const Tensor& x = g.batches.back();
-      std::vector<double> mean, var;
-      set_moments(part, [&](int64_t i) { return x.get(i); }, mean, var);
-      for (int64_t q = 0; q < part.num_sets; ++q) {
-        const auto idx = [&](int64_t k) { return part.member(q, k); };
-        const double r = 1 / std::sqrt(var[q] + p.eps);
-        for (int64_t k = 0; k < part.set_size; ++k)
-          g.dy.set(idx(k), p.dy.a + p.dy.b * (x.get(idx(k)) - mean[q]) * r + 1e-3 * s.normal());
-      }
+      const uint64_t key = draws::role_key(p.seed, draws::dy);
+      generate_tensor(g.dy, threads, [&](int64_t first, int64_t count, double* out) { draws::fill_normal(key, first, count, out); });
+    } else {
+      common_mode_dy(p, part, g.batches.back(), g.dy, threads);
     }
   }
-  if (p.affine) {
-    const auto ashape = affine_shape(p);
-    g.gamma = Tensor(sdt, ashape);
-    Stream sg(p.seed, kGamma);
-    for (int64_t i = 0; i < g.gamma.numel(); ++i) {
-      const double sign = sg.uniform() < 0.5 ? -1.0 : 1.0;
-      g.gamma.set(i, sign * (0.5 + 1.5 * sg.uniform()));
-    }
-    if (part.has_beta) {
-      g.beta = Tensor(sdt, ashape);
-      Stream sb(p.seed, kBeta);
-      for (int64_t i = 0; i < g.beta.numel(); ++i) g.beta.set(i, -1.0 + 2.0 * sb.uniform());
-    }
-  }
-  if (p.op == Op::batch_norm) {
-    g.running_mean = Tensor(sdt, {p.channels()});
-    g.running_var = Tensor(sdt, {p.channels()});
-    const bool trained = p.pass == Pass::forward_training || p.steps > 0;
-    Stream sm(p.seed, kRunningMean), sv(p.seed, kRunningVar);
-    const double mu = dist_mean(p.data), sd = dist_std(p.data);
-    for (int64_t c = 0; c < p.channels(); ++c) {
-      if (trained) {  // framework defaults: running_mean = 0, running_var = 1
-        g.running_mean.set(c, 0.0);
-        g.running_var.set(c, 1.0);
-      } else {        // drawn near the data's own statistics
-        g.running_mean.set(c, mu + (sd > 0 ? sd : 1.0) * sm.normal());
-        g.running_var.set(c, (sd > 0 ? sd * sd : 1.0) * (0.5 + 1.5 * sv.uniform()));
-      }
-    }
-  }
+  if (p.affine) affine_params(p, part, g);
+  if (p.op == Op::batch_norm) running_stats(p, g);
   return g;
 }
 
