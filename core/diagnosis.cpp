@@ -187,6 +187,68 @@ std::optional<Outputs> running_signature(const CaseEvidence& e, bool swap_moment
   return o;
 }
 
+/// The textbook one-pass variance max(Σx²/m − (Σx/m)², 0) of set s of batch x, replayed in the
+/// accumulation type A with both sums recursive in increasing logical order (a loop over the set).
+template <class A>
+Real one_pass_variance(const Partition& part, const std::vector<double>& x, int64_t s) {
+  A sum = 0, sq = 0;
+  for (int64_t k = 0; k < part.set_size; ++k) {
+    const A v = static_cast<A>(x[part.member(s, k)]);
+    sum += v;
+    sq += v * v;
+  }
+  const A m = static_cast<A>(part.set_size), mean = sum / m, ms = sq / m;
+  return std::max<A>(ms - mean * mean, 0);
+}
+
+/// Forward training with the variance computed one-pass, E[x²] − E[x]², in the accumulation
+/// dtype (catastrophic cancellation when |mean| ≫ std: the error grows like κ²; pytorch#54293):
+/// the replay of a kernel that sums x and x² recursively in logical order. It predicts the
+/// variance, inv_std and y of the compared batch, and the running statistics of every step.
+/// Kernels that sum in another order round differently: the κ² envelope (step 2) judges those.
+std::optional<Outputs> one_pass_signature(const CaseEvidence& e) {
+  const Problem& p = e.problem;
+  if (p.pass != Pass::forward_training || !e.part.subtract_mean) return std::nullopt;
+  const bool f64 = stats_dtype(p.dtype) == DType::f64;
+  auto var_of = [&](const std::vector<double>& x, int64_t s) {
+    return f64 ? one_pass_variance<double>(e.part, x, s) : one_pass_variance<float>(e.part, x, s);
+  };
+  Context c(e);
+  const SetStats& st = e.ref.batch_stats.back();
+  const size_t n = static_cast<size_t>(e.part.num_sets);
+  std::vector<Real> mean(st.mean.begin(), st.mean.end()), v(n), r(n);
+  for (size_t s = 0; s < n; ++s) {
+    v[s] = var_of(e.in.batches.back(), static_cast<int64_t>(s));
+    r[s] = 1 / std::sqrt(v[s] + static_cast<Real>(e.in.eps));
+  }
+  Outputs o{{"y", forward_y(c, e.in.batches.back(), mean, r, [&](int64_t i) { return e.part.affine_of(i); })}};
+  o["variance"].assign(v.begin(), v.end());
+  o["inv_std"].assign(r.begin(), r.end());
+  // The kernel's own mean error (within E_μ) reaches y multiplied by its r, not the exact one.
+  auto& extra = o[kExtra + std::string("y")];
+  extra.resize(static_cast<size_t>(e.part.numel));
+  for (size_t i = 0; i < extra.size(); ++i) {
+    const int64_t s = c.set(static_cast<int64_t>(i));
+    extra[i] = static_cast<double>((std::max<Real>(1, r[s] / st.inv_std[s]) - 1) * e.tol.y[i]);
+  }
+  if (p.op == Op::batch_norm && !e.in.running_mean.empty()) {
+    const Real m = static_cast<Real>(e.part.set_size);
+    std::vector<Real> rm(e.in.running_mean.begin(), e.in.running_mean.end()),
+        rv(e.in.running_var.begin(), e.in.running_var.end());
+    for (size_t k = 0; k < e.in.batches.size(); ++k) {
+      const Real f = e.in.weight_of_step(k);
+      for (size_t ch = 0; ch < rm.size(); ++ch) {
+        const Real vk = var_of(e.in.batches[k], static_cast<int64_t>(ch));
+        rm[ch] = (1 - f) * rm[ch] + f * e.ref.batch_stats[k].mean[ch];
+        rv[ch] = (1 - f) * rv[ch] + f * vk * (e.in.running_var_unbiased && m > 1 ? m / (m - 1) : 1);
+      }
+    }
+    o["running_mean"].assign(rm.begin(), rm.end());
+    o["running_var"].assign(rv.begin(), rv.end());
+  }
+  return o;
+}
+
 /// gamma/beta of group_norm indexed by group instead of channel.
 std::optional<Outputs> gn_per_group(const CaseEvidence& e) {
   if (e.problem.op != Op::group_norm || e.in.gamma.empty()) return std::nullopt;
@@ -313,6 +375,8 @@ const std::vector<Signature>& signatures() {
       {"GroupNorm backward dx reduces per channel over the whole batch instead of per (n, group) "
        "(the signature of oneDNN#3543)",
        gn_backward_per_channel},
+      {"one-pass variance E[x²] − E[x]² (replayed in the accumulation dtype: cancellation when |mean| ≫ std)",
+       one_pass_signature},
   };
   return all;
 }
@@ -568,6 +632,15 @@ bool sixteen_bit_set_sums_exact(const CaseEvidence& e) {
 }
 
 /// Step 2: per-set mean and variance errors against the stable, one-pass and 16-bit envelopes.
+/// The variance error a kernel's inverse standard deviation r_got implies, against the exact v
+/// (r its exact 1/sqrt(v + eps)): v_got − v with v_got = 1/r_got² − eps, exact inversion rather
+/// than the first-order −2·(v + eps)·δr, which is wrong by orders of magnitude when the variance
+/// cancelled to 0 and r_got = 1/sqrt(eps). The first-order form where r_got is not positive.
+double implied_variance(double r_got, double r, double v, double eps) {
+  if (r_got > 0 && std::isfinite(r_got)) return (1 / (r_got * r_got) - eps) - v;
+  return -2 * (v + eps) * (r_got / r - 1);
+}
+
 std::optional<std::string> envelope_cause(const CaseEvidence& e, const std::vector<SetFit>& fits) {
   const Problem& p = e.problem;
   if (p.pass != Pass::forward_training || e.ref.batch_stats.empty()) return std::nullopt;
@@ -590,8 +663,8 @@ std::optional<std::string> envelope_cause(const CaseEvidence& e, const std::vect
     if (g_mean) mean_err = std::fabs((*g_mean)[s] - st.mean[s]);
     else if (!fits.empty()) mean_err = std::fabs(fits[s].mean_error);
     if (g_var) var_signed = (*g_var)[s] - v;
-    else if (g_r) var_signed = -2 * (v + e.in.eps) * ((*g_r)[s] / st.inv_std[s] - 1);
-    else if (!fits.empty()) var_signed = -2 * (v + e.in.eps) * fits[s].inv_std_rel;
+    else if (g_r) var_signed = implied_variance((*g_r)[s], st.inv_std[s], v, e.in.eps);
+    else if (!fits.empty()) var_signed = implied_variance(st.inv_std[s] * (1 + fits[s].inv_std_rel), st.inv_std[s], v, e.in.eps);
     if (var_signed) var_err = std::fabs(*var_signed);
     if (var_signed && v > 0) var_rel.push_back(*var_signed / v);
     if (!mean_err && !var_err) continue;

@@ -431,7 +431,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   const RunArgs args = make_run_args(p);
   if (auto why = backend.unsupported_reason(args, p.layout)) return finish(Verdict::unsupported, *why);
 
-  GeneratedInputs in = generate_inputs(p, part);
+  GeneratedInputs in = generate_inputs(p, part, opt.threads);
   apply_inputs(p, opt.inputs, in);  // tensors from .npy files, where the descriptor names them
   res.input_options = input_options(p, opt.inputs);
   if (opt.transform_inputs) opt.transform_inputs(in);

@@ -201,6 +201,22 @@ TEST(Diagnosis, SixteenBitAccumulationIsNeverNamedForF32OrF64Data) {
     }
 }
 
+TEST(Diagnosis, OnePassVarianceIsMatchedByItsReplayEvenWhereTheEnvelopeCannotTellIt) {
+  // Sets of 2 at κ ≈ 30 (the regime where the κ² envelope cannot separate one-pass from a stable
+  // algorithm): the replay of E[x²] − E[x]² in f32 predicts the mutant's variance, inv_std, y and
+  // running statistics, so the exact signature names it. The shifted set of 64 too, in f32 and f64.
+  for (const char* d : {"batch_norm,shape=2x3,data=normal:30:1", "batch_norm,shape=4x3x16,data=normal:1000:1",
+                        "group_norm,shape=2x8x4x4,groups=2,data=normal:4096:1",
+                        "batch_norm,shape=4x3x16,dtype=f64,data=normal:1e7:1"}) {
+    const auto r = run_case(*backend("mutant_one_pass_variance"), parse_descriptor(d), {});
+    ASSERT_EQ(r.verdict, Verdict::fail) << d << ": " << r.reason;
+    EXPECT_EQ(r.suspected_cause.rfind("one-pass variance E[x²] − E[x]² (replayed", 0), 0) << d << ": " << r.suspected_cause;
+  }
+  // A correct two-pass kernel on the same data passes: the signature is never consulted.
+  for (const char* d : {"batch_norm,shape=4x3x16,data=normal:1000:1", "group_norm,shape=2x8x4x4,groups=2,data=normal:4096:1"})
+    EXPECT_EQ(run_case(*backend("naive"), parse_descriptor(d), {}).verdict, Verdict::pass) << d;
+}
+
 TEST(Diagnosis, NonFiniteOutputsGetTheirOwnCauseWithTheElement) {
   // f64 data of magnitude 1e-170: x² underflows to 0 in a kernel's f64 variance, eps = 0, so
   // 1/sqrt(v) overflows and y is non-finite; the exact (128-bit) reference is finite.

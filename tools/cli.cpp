@@ -907,7 +907,7 @@ void add_main_options(CLI::App& app, MainOptions& o) {
       ->capture_default_str();
   app.add_option("--reference-bits", o.reference_bits, "slow reference precision: 128 or 256")
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "threads of the reference, the budgets and the comparison (0: all cores); results do not depend on it")
+  app.add_option("--threads", o.threads, "threads of the input generation, the reference, the budgets and the comparison (0: all cores); results do not depend on it")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--quiet,-q", o.quiet, "print only failures and the summary");

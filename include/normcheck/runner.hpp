@@ -66,7 +66,7 @@ ReferenceInputs reference_inputs(const Problem& p, const GeneratedInputs& in);
 struct RunOptions {
   ReferenceKind reference = ReferenceKind::fast;  ///< fast exact reference, or the slow Boost one
   int reference_bits = 128;  ///< precision of the slow reference (128 or 256)
-  int threads = 0;           ///< threads of the fast reference and the comparison; 0: all cores
+  int threads = 0;           ///< threads of the generation, fast reference, budgets and comparison; 0: all cores
   std::string dump_dir;  ///< when set, write .npy files of inputs and outputs per case
   CaseCapture* capture = nullptr;  ///< when set, filled for every case that reaches the comparison
   /// When set, applied to the generated inputs before the reference and the backend see them
