@@ -780,13 +780,18 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   return t;
 }
 
-std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, const Partition& part,
-                                                              const ReferenceInputs& in, const std::vector<double>& y,
-                                                              const SavedStatistics& saved,
-                                                              const PrecisionProfile& profile) {
+namespace {
+
+/// y against the prediction from the backend's saved statistics, range by range: read(lo, hi, out)
+/// gives y's values of [lo, hi). The prediction and its budget are computed per range, in long
+/// double, and never stored whole.
+template <class ReadGot>
+std::optional<TensorComparison> saved_statistics_comparison(const Problem& p, const Partition& part,
+                                                            const ReferenceInputs& in, const SavedStatistics& saved,
+                                                            const PrecisionProfile& profile, int threads,
+                                                            const ReadGot& read) {
   const bool have_r = !saved.inv_std.empty() || !saved.variance.empty();
-  if (p.pass != Pass::forward_training || y.empty() || !have_r || (part.subtract_mean && saved.mean.empty()))
-    return std::nullopt;
+  if (p.pass != Pass::forward_training || !have_r || (part.subtract_mean && saved.mean.empty())) return std::nullopt;
   const DType sdt = stats_dtype(p.dtype);
   const double u = profile.unit_roundoff(sdt), rho = profile.rsqrt_error, s_safety = 2;
   const std::vector<double>& x = in.batches.back();
@@ -796,20 +801,54 @@ std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, 
     r[s] = !saved.inv_std.empty() ? static_cast<long double>(saved.inv_std[s])
                                   : 1 / std::sqrt(static_cast<long double>(saved.variance[s]) + in.eps);
   }
-  std::vector<double> pred(y.size()), tol(y.size());
-  for (int64_t i = 0; i < part.numel; ++i) {
-    const int64_t s = part.set_of(i), j = part.affine_of(i);
-    const long double g = in.gamma.empty() ? 1 : in.gamma[j];
-    const long double b = in.beta.empty() || !part.has_beta ? 0 : in.beta[j];
-    const long double xhat = (x[i] - mu[s]) * r[s];
-    pred[i] = static_cast<double>(g * xhat + b);
-    const double a = static_cast<double>(2 * u * std::fabs(g) * r[s] * (std::fabs(x[i]) + std::fabs(mu[s])) +
-                                         (rho + 4) * u * std::fabs(g * xhat) + 2 * u * std::fabs(b));
-    tol[i] = std::isfinite(a) ? s_safety * a + half_ulp(p.dtype, pred[i]) : kInf;
-  }
-  TensorBudget budget{&tol, nullptr, nullptr, BudgetTerm::element_rounding};
-  budget.nonfinite_reference_undefined = true;  // non-finite saved statistics are judged as themselves
-  return compare_tensor("y_vs_saved_stats", p.dtype, p.dims, pred, y, budget);
+  struct Element {
+    double pred, got, tol;
+  };
+  return compare_in_ranges(
+      "y_vs_saved_stats", p.dtype, p.dims, part.numel, threads, [&](const TensorComparison& c, int64_t lo, int64_t hi) {
+        thread_local std::vector<double> got;
+        thread_local std::vector<Element> el;
+        got.resize(static_cast<size_t>(kRange));
+        el.resize(static_cast<size_t>(kRange));
+        read(lo, hi, got.data());
+        for_each_in_range(part, lo, hi, [&](int64_t i, int64_t s, int64_t j) {
+          const long double g = in.gamma.empty() ? 1 : in.gamma[j];
+          const long double b = in.beta.empty() || !part.has_beta ? 0 : in.beta[j];
+          const long double xhat = (x[i] - mu[s]) * r[s];
+          const double pred = static_cast<double>(g * xhat + b);
+          const double a = static_cast<double>(2 * u * std::fabs(g) * r[s] * (std::fabs(x[i]) + std::fabs(mu[s])) +
+                                               (rho + 4) * u * std::fabs(g * xhat) + 2 * u * std::fabs(b));
+          el[i - lo] = {pred, got[i - lo], std::isfinite(a) ? s_safety * a + half_ulp(p.dtype, pred) : kInf};
+        });
+        // Non-finite saved statistics are judged as themselves (non-finite predictions undefined).
+        return compare_range(c, false, false, true, lo, hi, [&](int64_t i, double& ref, double& g, ElementBudget& eb) {
+          const Element& e = el[i - lo];
+          ref = e.pred;
+          g = e.got;
+          eb = {e.tol, 0, BudgetTerm::element_rounding, half_ulp(p.dtype, e.pred)};
+        });
+      });
+}
+
+}  // namespace
+
+std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, const Partition& part,
+                                                              const ReferenceInputs& in, const std::vector<double>& y,
+                                                              const SavedStatistics& saved,
+                                                              const PrecisionProfile& profile) {
+  if (y.empty()) return std::nullopt;
+  return saved_statistics_comparison(p, part, in, saved, profile, 1, [&](int64_t lo, int64_t hi, double* out) {
+    std::copy(y.begin() + lo, y.begin() + hi, out);
+  });
+}
+
+std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, const Partition& part,
+                                                              const ReferenceInputs& in, const Tensor& y,
+                                                              const SavedStatistics& saved,
+                                                              const PrecisionProfile& profile, int threads) {
+  if (y.empty()) return std::nullopt;
+  return saved_statistics_comparison(p, part, in, saved, profile, threads,
+                                     [&](int64_t lo, int64_t hi, double* out) { y.read(lo, hi, out); });
 }
 
 }  // namespace normcheck

@@ -455,18 +455,19 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   // statistics, with element-wise budgets only.
   const std::optional<std::string> weak = weak_check_reason(p, part, res.condition_number, b->depth);
   res.weak_check = weak.has_value();
-  const bool failed = any_failed(res);
-  if (weak || opt.capture || failed) add_element_values(slots, calls.produced, got_values);
-  if (weak && got_values.count("y")) {
+  const bool y_produced = !is_backward(p.pass) && (calls.produced & kOutY);
+  if (weak && y_produced) {
     auto saved = [&](const std::string& name) {
       const auto it = got_values.find(name);
       return it == got_values.end() ? std::vector<double>{} : it->second;
     };
     const bool rms = p.op == Op::rms_norm;
     const SavedStatistics st{saved("mean"), saved(rms ? "mean_square" : "variance"), saved(rms ? "inv_rms" : "inv_std")};
-    if (auto c = compare_with_saved_statistics(p, part, rin, got_values["y"], st, b->worst.profile))
+    const Tensor& y = *slots.front().got;  // slot 0 is y (output_slots)
+    if (auto c = compare_with_saved_statistics(p, part, rin, y, st, b->worst.profile, compare_threads(opt)))
       res.tensors.push_back(std::move(*c));
   }
+  if (opt.capture || any_failed(res)) add_element_values(slots, calls.produced, got_values);
   if (opt.capture) *opt.capture = CaseCapture{rin, ref, got_values, calls.produced};
   if (!opt.dump_dir.empty())
     dump_case(std::filesystem::path(opt.dump_dir) / dump_dir_name(res.descriptor), p, part, rin, in, o, slots,

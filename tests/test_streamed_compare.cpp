@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "normcheck/backend.hpp"
 #include "normcheck/compare.hpp"
 #include "normcheck/data.hpp"
 #include "normcheck/generate.hpp"
@@ -131,6 +132,40 @@ TEST(StreamedComparison, NhwcAndDataDtypeParamsProfileToo) {
   }
   EXPECT_EQ(wider, part.numel);  // every element's budget has the parameter-rounding term
   EXPECT_EQ(n.cases, 5);
+}
+
+TEST(StreamedComparison, WeakCheckAgainstSavedStatisticsReadsTheTensorInPlace) {
+  // run_case compares y with the backend's saved statistics reading y's tensor range by range;
+  // the vector form over the captured values must give the same comparison, field by field.
+  BackendRegistry reg;
+  register_builtin_backends(reg);
+  auto naive = reg.create("naive");
+  int weak = 0;
+  // Weak: 2·γ_(h+4)·κ1 > 0.1 (κ1 ≈ |mean|/std, h = m − 1 for the naive backend's recursive sums).
+  for (const char* d : {"layer_norm,shape=64x2048,data=normal:1000:1", "batch_norm,shape=4x3x5x5,data=normal:1e5:1",
+                        "group_norm,shape=2x8x4x4,groups=2,layout=nhwc,data=normal:1e5:1",
+                        "layer_norm,shape=70x3000,data=normal:1e3:1,dtype=bf16"}) {
+    const Problem p = parse_descriptor(d);
+    CaseCapture cap;
+    RunOptions opt;
+    opt.capture = &cap;
+    opt.threads = 2;
+    const CaseResult r = run_case(*naive, p, opt);
+    const TensorComparison* streamed = nullptr;
+    for (const auto& t : r.tensors)
+      if (t.name == "y_vs_saved_stats") streamed = &t;
+    if (!r.weak_check) continue;
+    ++weak;
+    ASSERT_NE(streamed, nullptr) << d;
+    const bool rms = p.op == Op::rms_norm;
+    auto saved = [&](const char* name) { return cap.got.count(name) ? cap.got.at(name) : std::vector<double>{}; };
+    const SavedStatistics st{saved("mean"), saved(rms ? "mean_square" : "variance"), saved(rms ? "inv_rms" : "inv_std")};
+    const auto whole = compare_with_saved_statistics(p, make_partition(p), cap.inputs, cap.got.at("y"), st,
+                                                     naive->precision(p.op, p.dtype, p.layout));
+    ASSERT_TRUE(whole.has_value()) << d;
+    expect_same(*whole, *streamed, d);
+  }
+  EXPECT_EQ(weak, 4);
 }
 
 TEST(StreamedComparison, PerElementFalseLeavesOnlyTheElementArraysOut) {

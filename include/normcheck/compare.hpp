@@ -190,6 +190,12 @@ std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, 
                                                               const ReferenceInputs& in, const std::vector<double>& y,
                                                               const SavedStatistics& saved,
                                                               const PrecisionProfile& profile);
+/// The same, reading y from the backend's tensor range by range (no whole-tensor copy, and the
+/// prediction and its budget computed per range of 2^16 elements) on `threads` threads.
+std::optional<TensorComparison> compare_with_saved_statistics(const Problem& p, const Partition& part,
+                                                              const ReferenceInputs& in, const Tensor& y,
+                                                              const SavedStatistics& saved,
+                                                              const PrecisionProfile& profile, int threads = 1);
 
 /// Distance between a and b in units in the last place of dtype t (both rounded to t first);
 /// ∞ if either is non-finite and they differ.
