@@ -99,6 +99,27 @@ double seconds_of(const std::function<void()>& f, double* cpu) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+/// The benchmark loop: each iteration times the float64 two-pass of the problem, then measured();
+/// the manual time is measured()'s. Sets ns_per_element, f64_ns_per_element, ratio and (1 thread)
+/// cpu_ratio.
+void time_against_float64(benchmark::State& state, const Problem& p, const Partition& part, const ReferenceInputs& in,
+                          int threads, const std::function<void()>& measured) {
+  std::vector<double> out, dg;
+  double t_m = 0, t_f64 = 0, c_m = 0, c_f64 = 0;
+  for (auto _ : state) {
+    t_f64 += seconds_of([&] { float64_two_pass(p, part, in, out, dg); }, &c_f64);
+    benchmark::DoNotOptimize(out.data());
+    const double t = seconds_of(measured, &c_m);
+    t_m += t;
+    state.SetIterationTime(t);
+  }
+  const auto elems = static_cast<double>(p.numel()) * static_cast<double>(state.iterations());
+  state.counters["ns_per_element"] = 1e9 * t_m / elems;
+  state.counters["f64_ns_per_element"] = 1e9 * t_f64 / elems;
+  state.counters["ratio"] = t_m / t_f64;
+  if (threads == 1) state.counters["cpu_ratio"] = c_m / c_f64;
+}
+
 std::string shape_for(Op op, int log2) {
   const int64_t n = int64_t{1} << log2;
   switch (op) {
@@ -128,25 +149,12 @@ void BM_ReferenceVsFloat64(benchmark::State& state, Op op) {
   naive->set_threads(threads);  // the backend on the same threads (cpu_ratio counts this thread's time only)
   RunOptions opt;
   opt.threads = threads;
-  std::vector<double> out, dg;
   const long base_kb = read_status_kb("VmRSS:");
   reset_peak_rss();
-  double t_ref = 0, t_f64 = 0, c_ref = 0, c_f64 = 0;
-  for (auto _ : state) {
-    t_f64 += seconds_of([&] { float64_two_pass(p, part, in, out, dg); }, &c_f64);
-    benchmark::DoNotOptimize(out.data());
-    const double t = seconds_of([&] {
-      if (whole) benchmark::DoNotOptimize(run_case(*naive, p, opt).verdict);
-      else benchmark::DoNotOptimize(fast_reference_run(p, part, in, threads).y.size());
-    }, &c_ref);
-    t_ref += t;
-    state.SetIterationTime(t);
-  }
-  const auto elems = static_cast<double>(p.numel()) * static_cast<double>(state.iterations());
-  state.counters["ns_per_element"] = 1e9 * t_ref / elems;
-  state.counters["f64_ns_per_element"] = 1e9 * t_f64 / elems;
-  state.counters["ratio"] = t_ref / t_f64;
-  if (threads == 1) state.counters["cpu_ratio"] = c_ref / c_f64;
+  time_against_float64(state, p, part, in, threads, [&] {
+    if (whole) benchmark::DoNotOptimize(run_case(*naive, p, opt).verdict);
+    else benchmark::DoNotOptimize(fast_reference_run(p, part, in, threads).y.size());
+  });
   const double numel = static_cast<double>(p.numel());
   state.counters["input_bytes_per_element"] = 1024.0 * static_cast<double>(base_kb - rss0_kb) / numel;
   state.counters["peak_bytes_per_element"] = 1024.0 * static_cast<double>(read_status_kb("VmHWM:") - rss0_kb) / numel;
@@ -174,20 +182,8 @@ void BM_Generate(benchmark::State& state) {
   const Problem p = parse_descriptor(shape_for(Op::batch_norm, static_cast<int>(state.range(0))) + ",pass=" + pass);
   const Partition part = make_partition(p);
   const ReferenceInputs in = reference_inputs(p, generate_inputs(p, part, threads));
-  std::vector<double> out, dg;
-  double t_gen = 0, t_f64 = 0, c_gen = 0, c_f64 = 0;
-  for (auto _ : state) {
-    t_f64 += seconds_of([&] { float64_two_pass(p, part, in, out, dg); }, &c_f64);
-    benchmark::DoNotOptimize(out.data());
-    const double t = seconds_of([&] { benchmark::DoNotOptimize(generate_inputs(p, part, threads).batches.size()); }, &c_gen);
-    t_gen += t;
-    state.SetIterationTime(t);
-  }
-  const auto elems = static_cast<double>(p.numel()) * static_cast<double>(state.iterations());
-  state.counters["ns_per_element"] = 1e9 * t_gen / elems;
-  state.counters["f64_ns_per_element"] = 1e9 * t_f64 / elems;
-  state.counters["ratio"] = t_gen / t_f64;
-  if (threads == 1) state.counters["cpu_ratio"] = c_gen / c_f64;
+  time_against_float64(state, p, part, in, threads,
+                       [&] { benchmark::DoNotOptimize(generate_inputs(p, part, threads).batches.size()); });
   state.counters["threads"] = threads;
   state.SetLabel(to_descriptor(p) + " [generate_inputs]");
 }
