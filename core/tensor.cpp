@@ -81,6 +81,7 @@ std::vector<double> Tensor::to_vector() const {
 }
 
 void Tensor::read(int64_t lo, int64_t hi, double* out) const {
+  if (hi <= lo) return;  // (an empty tensor's data pointer may be null: no memcpy from it)
   if (row_major_ && dtype_ == DType::f32) {  // the common case without a switch and an offset per element
     const unsigned char* p = storage_.data();
     for (int64_t i = lo; i < hi; ++i) {
