@@ -216,11 +216,13 @@ std::optional<Outputs> one_pass_signature(const CaseEvidence& e) {
   Context c(e);
   const SetStats& st = e.ref.batch_stats.back();
   const size_t n = static_cast<size_t>(e.part.num_sets);
-  std::vector<Real> mean(st.mean.begin(), st.mean.end()), v(n), r(n);
-  for (size_t s = 0; s < n; ++s) {
-    v[s] = var_of(e.in.batches.back(), static_cast<int64_t>(s));
-    r[s] = 1 / std::sqrt(v[s] + static_cast<Real>(e.in.eps));
-  }
+  // The replayed variance of every set of every call (training steps, then the compared batch).
+  std::vector<std::vector<Real>> vars(e.in.batches.size(), std::vector<Real>(n));
+  for (size_t k = 0; k < vars.size(); ++k)
+    for (size_t s = 0; s < n; ++s) vars[k][s] = var_of(e.in.batches[k], static_cast<int64_t>(s));
+  const std::vector<Real>& v = vars.back();
+  std::vector<Real> mean(st.mean.begin(), st.mean.end()), r(n);
+  for (size_t s = 0; s < n; ++s) r[s] = 1 / std::sqrt(v[s] + static_cast<Real>(e.in.eps));
   Outputs o{{"y", forward_y(c, e.in.batches.back(), mean, r, [&](int64_t i) { return e.part.affine_of(i); })}};
   o["variance"].assign(v.begin(), v.end());
   o["inv_std"].assign(r.begin(), r.end());
@@ -238,9 +240,8 @@ std::optional<Outputs> one_pass_signature(const CaseEvidence& e) {
     for (size_t k = 0; k < e.in.batches.size(); ++k) {
       const Real f = e.in.weight_of_step(k);
       for (size_t ch = 0; ch < rm.size(); ++ch) {
-        const Real vk = var_of(e.in.batches[k], static_cast<int64_t>(ch));
         rm[ch] = (1 - f) * rm[ch] + f * e.ref.batch_stats[k].mean[ch];
-        rv[ch] = (1 - f) * rv[ch] + f * vk * (e.in.running_var_unbiased && m > 1 ? m / (m - 1) : 1);
+        rv[ch] = (1 - f) * rv[ch] + f * vars[k][ch] * (e.in.running_var_unbiased && m > 1 ? m / (m - 1) : 1);
       }
     }
     o["running_mean"].assign(rm.begin(), rm.end());

@@ -4,10 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
-#include "normcheck/lowp.hpp"
 #include "normcheck/parallel.hpp"
 #include "normcheck/portable_math.hpp"
 
@@ -91,44 +89,6 @@ namespace {
 constexpr int64_t kRange = int64_t{1} << 16;  ///< elements per task
 constexpr int64_t kBlock = 1024;              ///< elements per stack buffer within a task
 
-/// Physical order = logical order (the rule of Tensor's constructor: extent-1 dims aside).
-bool is_row_major(const Tensor& t) {
-  int64_t inner = 1;
-  for (int d = static_cast<int>(t.dims().size()) - 1; d >= 0; --d) {
-    if (t.dims()[d] > 1 && t.strides()[d] != inner) return false;
-    inner *= t.dims()[d];
-  }
-  return true;
-}
-
-/// The conversions of Tensor::set: f16 rounds from double directly, bf16 through float.
-template <class T>
-T convert(double v) {
-  if constexpr (std::is_same_v<T, bf16>) return bf16(static_cast<float>(v));
-  else return static_cast<T>(v);
-}
-
-template <class T>
-void store_as(Tensor& t, int64_t first, const double* v, int64_t n) {
-  auto* base = static_cast<unsigned char*>(t.data());
-  const bool row_major = is_row_major(t);
-  for (int64_t j = 0; j < n; ++j) {
-    const T x = convert<T>(v[j]);
-    const int64_t off = row_major ? (first + j) * static_cast<int64_t>(sizeof(T)) : t.offset_of(first + j);
-    std::memcpy(base + off, &x, sizeof(T));
-  }
-}
-
-/// Writes v[0, n) rounded to t's dtype at logical indices [first, first + n).
-void store(Tensor& t, int64_t first, const double* v, int64_t n) {
-  switch (t.dtype()) {
-    case DType::f32: store_as<float>(t, first, v, n); return;
-    case DType::f64: store_as<double>(t, first, v, n); return;
-    case DType::f16: store_as<f16>(t, first, v, n); return;
-    case DType::bf16: store_as<bf16>(t, first, v, n); return;
-  }
-}
-
 /// Fills t from values(first, count, out) (doubles of logical elements [first, first + count)),
 /// in ranges of kRange elements on `threads` threads.
 template <class F>
@@ -140,7 +100,7 @@ void generate_tensor(Tensor& t, int threads, const F& values) {
     for (int64_t b = r * kRange; b < end; b += kBlock) {
       const int64_t len = std::min(kBlock, end - b);
       values(b, len, buf);
-      store(t, b, buf, len);
+      t.write(b, b + len, buf);
     }
   });
 }

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -463,7 +464,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
     };
     const bool rms = p.op == Op::rms_norm;
     const SavedStatistics st{saved("mean"), saved(rms ? "mean_square" : "variance"), saved(rms ? "inv_rms" : "inv_std")};
-    const Tensor& y = *slots.front().got;  // slot 0 is y (output_slots)
+    const Tensor& y = *std::find_if(slots.begin(), slots.end(), [](const Slot& s) { return s.bit == kOutY; })->got;
     if (auto c = compare_with_saved_statistics(p, part, rin, y, st, b->worst.profile, compare_threads(opt)))
       res.tensors.push_back(std::move(*c));
   }

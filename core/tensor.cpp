@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "normcheck/lowp.hpp"
 
@@ -64,13 +65,33 @@ double Tensor::get(int64_t i) const {
   return 0;
 }
 
-void Tensor::set(int64_t i, double v) {
-  unsigned char* p = storage_.data() + offset_of(i);
+namespace {
+
+/// v rounded to the storage type T (round to nearest even; bf16 through float, as every bf16
+/// producer does), written at p.
+template <class T>
+void store(unsigned char* p, double v) {
+  T x;
+  if constexpr (std::is_same_v<T, bf16>) x = bf16(static_cast<float>(v));
+  else x = static_cast<T>(v);
+  std::memcpy(p, &x, sizeof(T));
+}
+
+}  // namespace
+
+void Tensor::set(int64_t i, double v) { write(i, i + 1, &v); }
+
+void Tensor::write(int64_t lo, int64_t hi, const double* in) {
+  if (hi <= lo) return;
+  auto write_as = [&](auto type) {
+    using T = decltype(type);
+    for (int64_t i = lo; i < hi; ++i) store<T>(storage_.data() + offset_of(i), in[i - lo]);
+  };
   switch (dtype_) {
-    case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
-    case DType::f64: std::memcpy(p, &v, 8); return;
-    case DType::f16: { const f16 h = static_cast<f16>(v); std::memcpy(p, &h, 2); return; }
-    case DType::bf16: { const bf16 b(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
+    case DType::f32: write_as(float{}); return;
+    case DType::f64: write_as(double{}); return;
+    case DType::f16: write_as(f16{}); return;
+    case DType::bf16: write_as(bf16{}); return;
   }
 }
 

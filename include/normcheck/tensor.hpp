@@ -27,6 +27,8 @@ class Tensor {
   double get(int64_t i) const;
   /// Stores v rounded to dtype (round to nearest even).
   void set(int64_t i, double v);
+  /// Stores in[0 .. hi − lo) rounded to dtype at logical elements [lo, hi), as set() does each.
+  void write(int64_t lo, int64_t hi, const double* in);
   /// All values in logical order, as doubles.
   std::vector<double> to_vector() const;
   /// The values of logical elements [lo, hi) as doubles, into out[0 .. hi − lo) (the comparison
