@@ -3,6 +3,7 @@
 #include "normcheck/generate.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -12,19 +13,57 @@
 namespace normcheck {
 namespace draws {
 
-uint64_t mix64(uint64_t z) {
+namespace {
+[[gnu::always_inline]] inline uint64_t mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
+[[gnu::always_inline]] inline uint64_t draw(uint64_t key, uint64_t n) { return mix(key + (n + 1) * 0x9e3779b97f4a7c15ULL); }
+}  // namespace
+
+uint64_t mix64(uint64_t z) { return mix(z); }
 
 uint64_t role_key(uint64_t seed, uint64_t role) { return mix64(mix64(seed) ^ (role * 0xd1b54a32d192ed03ULL)); }
 
-uint64_t bits(uint64_t key, uint64_t n) { return mix64(key + (n + 1) * 0x9e3779b97f4a7c15ULL); }
+uint64_t bits(uint64_t key, uint64_t n) { return draw(key, n); }
 
 double uniform(uint64_t key, uint64_t n) { return static_cast<double>(bits(key, n) >> 11) * 0x1p-53; }
 
 namespace {
+
+/// x as a double for an integer 0 ≤ x ≤ 2^53, exactly (the value static_cast<double> gives):
+/// each 52-bit part through the encoding 2^52 + part minus 2^52, so that the loop below
+/// vectorizes (an int64 → double conversion has no vector instruction before AVX-512).
+[[gnu::always_inline]] inline double u53_to_double(uint64_t x) {
+  const auto part = [](uint64_t v) { return std::bit_cast<double>(v | 0x4330000000000000ULL) - 0x1p52; };
+  return part(x & 0x000fffffffffffffULL) + part(x >> 52) * 0x1p52;  // exact: the sum is x ≤ 2^53
+}
+
+/// The Box–Muller arguments of pairs k0 … k0 + np − 1: u1 = (B_2k/2^11 + 1)·2^-53 and
+/// θ/2π = U_2k+1 (normal_pair's, the same bits).
+[[gnu::always_inline]] inline void pair_arguments(uint64_t key, uint64_t k0, int64_t np, double* u1, double* turns) {
+  for (int64_t j = 0; j < np; ++j) {
+    const uint64_t k = k0 + static_cast<uint64_t>(j);
+    u1[j] = u53_to_double((draw(key, 2 * k) >> 11) + 1) * 0x1p-53;
+    turns[j] = u53_to_double(draw(key, 2 * k + 1) >> 11) * 0x1p-53;
+  }
+}
+
+void pair_arguments_portable(uint64_t key, uint64_t k0, int64_t np, double* u1, double* turns) {
+  pair_arguments(key, k0, np, u1, turns);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+[[gnu::target("avx2")]] void pair_arguments_avx2(uint64_t key, uint64_t k0, int64_t np, double* u1, double* turns) {
+  pair_arguments(key, k0, np, u1, turns);
+}
+#endif
+void pair_arguments_any(uint64_t key, uint64_t k0, int64_t np, double* u1, double* turns) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (portable_math_avx2()) return pair_arguments_avx2(key, k0, np, u1, turns);
+#endif
+  pair_arguments_portable(key, k0, np, u1, turns);
+}
 
 struct Pair {
   double cos, sin;
@@ -51,12 +90,7 @@ void fill_normal(uint64_t key, int64_t first, int64_t count, double* out) {
   double u1[kPairs], theta[kPairs], s[kPairs], c[kPairs];
   while (i + 1 < end) {
     const int64_t np = std::min(kPairs, (end - i) / 2);
-    const auto k0 = static_cast<uint64_t>(i / 2);
-    for (int64_t j = 0; j < np; ++j) {
-      const uint64_t k = k0 + static_cast<uint64_t>(j);
-      u1[j] = static_cast<double>((bits(key, 2 * k) >> 11) + 1) * 0x1p-53;
-      theta[j] = uniform(key, 2 * k + 1);
-    }
+    pair_arguments_any(key, static_cast<uint64_t>(i / 2), np, u1, theta);
     portable_log(u1, u1, np);
     portable_sincos_turns(theta, s, c, np);
     for (int64_t j = 0; j < np; ++j) {

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -79,7 +81,9 @@ TEST(Generate, NchwAndNhwcHoldTheSameLogicalValues) {
       for (size_t i = 0; i < va.size(); ++i)
         ASSERT_TRUE(va[i] == vb[i] || (std::isnan(va[i]) && std::isnan(vb[i]))) << c << " tensor " << k << " i=" << i;
     }
-    if (a.dims.size() >= 3) EXPECT_FALSE(same_bytes(*ta[0], *tb[0])) << c << ": the layouts must differ physically";
+    if (a.dims.size() >= 3) {
+      EXPECT_FALSE(same_bytes(*ta[0], *tb[0])) << c << ": the layouts must differ physically";
+    }
   }
 }
 
@@ -265,15 +269,49 @@ TEST(PortableMath, BlockFormsGiveTheSameBitsAsOneValueAtATime) {
   std::vector<double> x = {0.0, -1.0, 5e-324, 1e-310, 0.5, 1.0, 3.0, std::numeric_limits<double>::infinity(),
                            std::numeric_limits<double>::quiet_NaN(), -0.0, 0.75, 1e300};
   for (uint64_t n = 0; n < 2000; ++n) x.push_back(std::ldexp(static_cast<double>((draws::bits(5, n) >> 11) + 1), -53));
-  std::vector<double> y(x.size()), s(x.size()), c(x.size());
-  portable_log(x.data(), y.data(), static_cast<int64_t>(x.size()));
-  portable_sincos_turns(x.data(), s.data(), c.data(), static_cast<int64_t>(x.size()));
+  // Wide arguments too: the block forms' branch-free domain ends at DBL_MIN (log) and 2^49 (sin/cos).
+  for (uint64_t n = 0; n < 2000; ++n)
+    x.push_back(std::ldexp(draws::uniform(6, n) - 0.25, static_cast<int>(draws::bits(7, n) % 2200) - 1100));
+  for (double v : {0x1p49, -0x1p49, 0x1p49 - 0.25, 0x1p52, 0x1.8p52, DBL_MIN, DBL_MAX, -DBL_MIN}) x.push_back(v);
   const auto same = [](double a, double b) { return std::memcmp(&a, &b, 8) == 0 || (std::isnan(a) && std::isnan(b)); };
-  for (size_t j = 0; j < x.size(); ++j) {
-    EXPECT_TRUE(same(y[j], portable_log(x[j]))) << x[j];
-    EXPECT_TRUE(same(s[j], portable_sincos_turns(x[j]).sin)) << x[j];
-    EXPECT_TRUE(same(c[j], portable_sincos_turns(x[j]).cos)) << x[j];
+  const auto n = static_cast<int64_t>(x.size());
+  for (const bool avx2 : {true, false}) {  // both instantiations (AVX2 only where the CPU has it)
+    set_portable_math_avx2(avx2);
+    std::vector<double> y(x.size()), s(x.size()), c(x.size());
+    portable_log(x.data(), y.data(), n);
+    portable_sincos_turns(x.data(), s.data(), c.data(), n);
+    std::vector<double> y_in_place = x, s_in_place = x;  // outputs over the arguments
+    portable_log(y_in_place.data(), y_in_place.data(), n);
+    portable_sincos_turns(s_in_place.data(), s_in_place.data(), c.data(), n);
+    for (size_t j = 0; j < x.size(); ++j) {
+      EXPECT_TRUE(same(y[j], portable_log(x[j]))) << x[j] << " avx2 " << avx2;
+      EXPECT_TRUE(same(y_in_place[j], portable_log(x[j]))) << x[j] << " avx2 " << avx2;
+      EXPECT_TRUE(same(s[j], portable_sincos_turns(x[j]).sin)) << x[j] << " avx2 " << avx2;
+      EXPECT_TRUE(same(s_in_place[j], portable_sincos_turns(x[j]).sin)) << x[j] << " avx2 " << avx2;
+      EXPECT_TRUE(same(c[j], portable_sincos_turns(x[j]).cos)) << x[j] << " avx2 " << avx2;
+    }
   }
+  set_portable_math_avx2(true);
+}
+
+// fill_normal's block path (vectorized draws, log and sin/cos) against normal pairs computed one
+// at a time from the documented formula with the scalar functions, in both instantiations.
+TEST(Generate, BlockNormalsEqualThePairFormulaOneAtATime) {
+  const uint64_t key = draws::role_key(11, draws::dy);
+  for (const bool avx2 : {true, false}) {
+    set_portable_math_avx2(avx2);
+    std::vector<double> v(5001);
+    draws::fill_normal(key, 3, 5001, v.data());  // starts at an odd index, ends on a half pair
+    for (int64_t i = 3; i < 5004; ++i) {
+      const auto k = static_cast<uint64_t>(i / 2);
+      const double u1 = static_cast<double>((draws::bits(key, 2 * k) >> 11) + 1) * 0x1p-53;
+      const double r = std::sqrt(-2.0 * portable_log(u1));
+      const SinCos sc = portable_sincos_turns(draws::uniform(key, 2 * k + 1));
+      const double want = i % 2 == 0 ? r * sc.cos : r * sc.sin;
+      EXPECT_EQ(std::bit_cast<uint64_t>(v[static_cast<size_t>(i - 3)]), std::bit_cast<uint64_t>(want)) << i << " avx2 " << avx2;
+    }
+  }
+  set_portable_math_avx2(true);
 }
 
 /// sin and cos of 2π·t in long double, through the exact reduction t = q/4 + d/4 done here

@@ -21,8 +21,9 @@ namespace normcheck {
 /// exact) and a tail. Error ≤ 5 ulp. x = 0: −inf; x < 0 or NaN: NaN;
 /// +inf: +inf. Subnormal x is handled (scaled by 2^54 exactly first).
 double portable_log(double x);
-/// y[j] = portable_log(x[j]) for j < n, bit for bit, a block at a time (independent iterations
-/// that overlap in the CPU, unlike one call per value).
+/// y[j] = portable_log(x[j]) for j < n, bit for bit (y may be x): a branch-free loop that the
+/// compiler vectorizes (SSE2, or AVX2 where the CPU has it), the scalar function for the rare
+/// arguments outside [DBL_MIN, DBL_MAX].
 void portable_log(const double* x, double* y, int64_t n);
 
 /// sin(2π·t) and cos(2π·t), for finite t ("turns": t = 1 is a full circle). The reduction
@@ -35,7 +36,15 @@ struct SinCos {
   double sin, cos;
 };
 SinCos portable_sincos_turns(double t);
-/// s[j], c[j] = portable_sincos_turns(t[j]) for j < n, bit for bit.
+/// s[j], c[j] = portable_sincos_turns(t[j]) for j < n, bit for bit (s or c may be t): vectorized
+/// like portable_log's block form, the scalar function for |t| ≥ 2^49 and non-finite t.
 void portable_sincos_turns(const double* t, double* s, double* c, int64_t n);
+
+/// Whether the block forms (and generate.cpp's block of draws) run their AVX2 instantiation: the
+/// CPU has AVX2 and set_portable_math_avx2(false) was not called. Both instantiations are the
+/// same IEEE operations without fused a·b + c, so they give the same bits; the switch exists so
+/// that tests can prove it on a machine with AVX2.
+bool portable_math_avx2();
+void set_portable_math_avx2(bool allow);
 
 }  // namespace normcheck
