@@ -16,6 +16,10 @@
 //   peak_bytes_per_element   the process's peak resident set (VmHWM, reset through
 //                       /proc/self/clear_refs after the setup) over its size before the setup, per
 //                       element of x: inputs + everything the measured thing allocates
+//   own_peak_bytes_per_element  the peak resident set over the size after the setup, per element
+//                       of x: what the measured thing itself allocates at its peak. For the whole
+//                       case that is everything it needs (it generates its own inputs; the setup's
+//                       ReferenceInputs feed only the float64 two-pass)
 //   threads             reference threads
 #include <benchmark/benchmark.h>
 
@@ -157,7 +161,9 @@ void BM_ReferenceVsFloat64(benchmark::State& state, Op op) {
   });
   const double numel = static_cast<double>(p.numel());
   state.counters["input_bytes_per_element"] = 1024.0 * static_cast<double>(base_kb - rss0_kb) / numel;
-  state.counters["peak_bytes_per_element"] = 1024.0 * static_cast<double>(read_status_kb("VmHWM:") - rss0_kb) / numel;
+  const long hwm_kb = read_status_kb("VmHWM:");
+  state.counters["peak_bytes_per_element"] = 1024.0 * static_cast<double>(hwm_kb - rss0_kb) / numel;
+  state.counters["own_peak_bytes_per_element"] = 1024.0 * static_cast<double>(hwm_kb - base_kb) / numel;
   state.counters["threads"] = threads;
   state.SetLabel(to_descriptor(p) + (whole ? " [whole case]" : " [reference]"));
 }

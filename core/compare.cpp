@@ -45,7 +45,7 @@ struct Model {
 
 /// The bits of v rounded to t, as a signed integer that orders like the values do
 /// (sign-magnitude folded onto two's complement), so that a difference counts ULPs of t.
-int64_t ordered_bits(DType t, double v) {
+inline int64_t ordered_bits(DType t, double v) {
   switch (t) {
     case DType::f16:
     case DType::bf16: {
@@ -70,6 +70,13 @@ int64_t ordered_bits(DType t, double v) {
   int64_t i;
   std::memcpy(&i, &v, 8);
   return i < 0 ? INT64_MIN - i : i;
+}
+
+/// ulp_distance (compare.hpp), inlined into the comparison loop.
+[[gnu::always_inline]] inline double ulp_gap(DType t, double a, double b) {
+  if (!std::isfinite(a) || !std::isfinite(b)) [[unlikely]]
+    return (a == b || (std::isnan(a) && std::isnan(b))) ? 0 : kInf;
+  return std::fabs(static_cast<double>(ordered_bits(t, a) - ordered_bits(t, b)));
 }
 
 /// max(a, b) for an accumulator a that is never NaN: a NaN b is ignored, as std::fmax does,
@@ -139,11 +146,7 @@ SetBounds set_bounds(const Model& md, bool subtract_mean, double m, double mean,
 
 }  // namespace
 
-double ulp_distance(DType t, double a, double b) {
-  if (std::isnan(a) || std::isnan(b) || std::isinf(a) || std::isinf(b))
-    return (a == b || (std::isnan(a) && std::isnan(b))) ? 0 : kInf;
-  return std::fabs(static_cast<double>(ordered_bits(t, a) - ordered_bits(t, b)));
-}
+double ulp_distance(DType t, double a, double b) { return ulp_gap(t, a, b); }
 
 double condition_number(const ReferenceResult& ref) {
   if (ref.batch_stats.empty()) return 0;
@@ -213,7 +216,7 @@ TensorComparison compare_range(const TensorComparison& shape, bool has_prob, boo
       const double acc = max_of(0.0, err - hull);
       c.worst_ratio_acc = max_of(c.worst_ratio_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
     }
-    c.max_ulp = max_of(c.max_ulp, ulp_distance(dtype, r, g));
+    c.max_ulp = max_of(c.max_ulp, ulp_gap(dtype, r, g));
     if (c.worst.index < 0 || ratio > c.worst_ratio) {
       c.worst_ratio = ratio;
       c.worst = {i, coords_of(i, shape.dims), g, r, err, tol};
@@ -713,31 +716,52 @@ void materialize_element_tolerances(const Problem& p, const Partition& part, con
   });
 }
 
-/// dgamma and dbeta budgets: sums over the n_aff elements sharing one affine index. Every
-/// entry's terms are added in increasing element order (sets in order, each set's elements in
-/// order: for every op the elements of one gamma entry then come in increasing index).
+/// dgamma and dbeta budgets: sums over the n_aff elements sharing one affine index. The sets are
+/// cut into at most kSetGroups groups of consecutive sets (a number that does not depend on the
+/// thread count); each group's sums are taken on one thread, in increasing element order, and the
+/// groups' sums are then added in group order, so the budgets are the same for every thread count.
+constexpr int64_t kSetGroups = 32;
+
 void affine_grad_tolerances(const Problem& p, const Partition& part, const ReferenceInputs& in,
-                            const ReferenceResult& ref, const Model& md, DType sdt, double n_aff, Tolerances& t) {
+                            const ReferenceResult& ref, const Model& md, DType sdt, double n_aff, int threads,
+                            Tolerances& t) {
   const double u = md.u, safety = md.s;
   const double delta_r = (md.rho + 2.5) * u;
   const std::vector<double>& x = in.batches.back();
   const std::vector<double>& dy = in.dy;
   const bool global = p.pass == Pass::backward_inference;
   const SetStats& st = ref.batch_stats.back();
-  std::vector<double> s_dyx(part.num_affine, 0), s_dy(part.num_affine, 0), s_xform(part.num_affine, 0),
-      s_abs_dy(part.num_affine, 0);
-  for (int64_t s = 0; s < part.num_sets; ++s) {
-    poll_interrupt();
-    const double mu = global ? ref.used_running_mean[s] : st.mean[s];
-    const double r = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
-    const double amu = std::fabs(mu);
-    for_each_in_set(part, s, [&](int64_t i, int64_t j) {
-      const double xhat = (x[i] - mu) * r;
-      s_dyx[j] += std::fabs(dy[i] * xhat);
-      s_dy[j] += std::fabs(dy[i]) * r * u * amu;  // mean-rounding term r·E_μ'·|dy|
-      s_xform[j] += r * std::fabs(dy[i]) * (std::fabs(x[i]) + amu);
-      s_abs_dy[j] += std::fabs(dy[i]);
-    });
+  const int64_t groups = std::min(part.num_sets, kSetGroups);
+  const int64_t per_group = groups > 0 ? (part.num_sets + groups - 1) / groups : 0;
+  const auto na = static_cast<size_t>(part.num_affine);
+  // Per group: |dy·x̂|, the mean-rounding term r·E_μ'·|dy|, r·|dy|·(|x| + |μ|) and |dy|, by entry.
+  std::vector<double> partial(static_cast<size_t>(groups) * 4 * na, 0.0);
+  parallel_for(groups, threads, [&](int64_t g) {
+    double* s_dyx = partial.data() + static_cast<size_t>(g) * 4 * na;
+    double *s_dy = s_dyx + na, *s_xform = s_dy + na, *s_abs_dy = s_xform + na;
+    for (int64_t s = g * per_group; s < std::min(part.num_sets, (g + 1) * per_group); ++s) {
+      poll_interrupt();
+      const double mu = global ? ref.used_running_mean[s] : st.mean[s];
+      const double r = global ? 1 / std::sqrt(ref.used_running_var[s] + in.eps) : st.inv_std[s];
+      const double amu = std::fabs(mu);
+      for_each_in_set(part, s, [&](int64_t i, int64_t j) {
+        const double xhat = (x[i] - mu) * r;
+        s_dyx[j] += std::fabs(dy[i] * xhat);
+        s_dy[j] += std::fabs(dy[i]) * r * u * amu;
+        s_xform[j] += r * std::fabs(dy[i]) * (std::fabs(x[i]) + amu);
+        s_abs_dy[j] += std::fabs(dy[i]);
+      });
+    }
+  });
+  std::vector<double> s_dyx(na, 0), s_dy(na, 0), s_xform(na, 0), s_abs_dy(na, 0);
+  for (int64_t g = 0; g < groups; ++g) {
+    const double* q = partial.data() + static_cast<size_t>(g) * 4 * na;
+    for (size_t j = 0; j < na; ++j) {
+      s_dyx[j] += q[j];
+      s_dy[j] += q[na + j];
+      s_xform[j] += q[2 * na + j];
+      s_abs_dy[j] += q[3 * na + j];
+    }
   }
   if (!ref.dgamma.empty()) {
     t.dgamma.resize(part.num_affine);
@@ -776,7 +800,7 @@ Tolerances make_tolerances(const Problem& p, const Partition& part, const Refere
   // Backward (§2.6). The backend receives the exact statistics rounded to the stats dtype, so the
   // statistic errors it sees are one rounding: E_μ' = u|μ|, δ_r' = (ρ + 1.5)·u + u (r rounded or
   // recomputed from the rounded variance).
-  affine_grad_tolerances(p, part, in, ref, md, sdt, z.n_aff, t);
+  affine_grad_tolerances(p, part, in, ref, md, sdt, z.n_aff, model.threads, t);
   return t;
 }
 

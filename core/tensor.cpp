@@ -1,5 +1,6 @@
 #include "normcheck/tensor.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <type_traits>
@@ -77,6 +78,41 @@ void store(unsigned char* p, double v) {
   std::memcpy(p, &x, sizeof(T));
 }
 
+
+/// Calls f(k, element offset) for the logical elements lo + k, k < hi − lo, of a tensor with
+/// these extents and strides (in elements): the coordinates of lo once, then an odometer over
+/// the last dimension (no division per element).
+template <class F>
+void for_each_offset(const std::vector<int64_t>& dims, const std::vector<int64_t>& strides, int64_t lo, int64_t hi,
+                     const F& f) {
+  const int r = static_cast<int>(dims.size());
+  if (r == 0) {
+    for (int64_t k = 0; k < hi - lo; ++k) f(k, 0);
+    return;
+  }
+  std::vector<int64_t> coord(static_cast<size_t>(r));
+  int64_t off = 0;
+  for (int64_t d = r - 1, i = lo; d >= 0; --d) {
+    coord[d] = i % dims[d];
+    off += coord[d] * strides[d];
+    i /= dims[d];
+  }
+  const int64_t last = dims[r - 1], step = strides[r - 1];
+  for (int64_t k = 0; k < hi - lo;) {
+    const int64_t run = std::min(last - coord[r - 1], hi - lo - k);  // to the end of this row
+    for (int64_t q = 0; q < run; ++q) f(k + q, off + q * step);
+    k += run;
+    off += run * step;
+    coord[r - 1] += run;
+    for (int d = r - 1; d > 0 && coord[d] == dims[d]; --d) {  // carry
+      off -= coord[d] * strides[d];
+      coord[d] = 0;
+      ++coord[d - 1];
+      off += strides[d - 1];
+    }
+  }
+}
+
 }  // namespace
 
 void Tensor::set(int64_t i, double v) { write(i, i + 1, &v); }
@@ -85,7 +121,12 @@ void Tensor::write(int64_t lo, int64_t hi, const double* in) {
   if (hi <= lo) return;
   auto write_as = [&](auto type) {
     using T = decltype(type);
-    for (int64_t i = lo; i < hi; ++i) store<T>(storage_.data() + offset_of(i), in[i - lo]);
+    unsigned char* p = storage_.data();
+    if (row_major_) {
+      for (int64_t i = lo; i < hi; ++i) store<T>(p + sizeof(T) * i, in[i - lo]);
+      return;
+    }
+    for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { store<T>(p + sizeof(T) * off, in[k]); });
   };
   switch (dtype_) {
     case DType::f32: write_as(float{}); return;
@@ -103,20 +144,34 @@ std::vector<double> Tensor::to_vector() const {
 
 void Tensor::read(int64_t lo, int64_t hi, double* out) const {
   if (hi <= lo) return;  // (an empty tensor's data pointer may be null: no memcpy from it)
-  if (row_major_ && dtype_ == DType::f32) {  // the common case without a switch and an offset per element
-    const unsigned char* p = storage_.data();
-    for (int64_t i = lo; i < hi; ++i) {
-      float f;
-      std::memcpy(&f, p + 4 * i, 4);
-      out[i - lo] = f;
-    }
-    return;
-  }
   if (row_major_ && dtype_ == DType::f64) {
     std::memcpy(out, storage_.data() + 8 * lo, static_cast<size_t>(hi - lo) * 8);
     return;
   }
-  for (int64_t i = lo; i < hi; ++i) out[i - lo] = get(i);
+  auto read_as = [&](auto type) {
+    using T = decltype(type);
+    const unsigned char* p = storage_.data();
+    auto load = [&](int64_t off) {
+      T x;
+      std::memcpy(&x, p + sizeof(T) * off, sizeof(T));
+      return static_cast<double>(static_cast<float>(x));  // exact for every storage type
+    };
+    if (row_major_) {
+      for (int64_t i = lo; i < hi; ++i) out[i - lo] = load(i);
+      return;
+    }
+    for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { out[k] = load(off); });
+  };
+  switch (dtype_) {
+    case DType::f32: read_as(float{}); return;
+    case DType::f64: {  // not row-major
+      const unsigned char* p = storage_.data();
+      for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { std::memcpy(out + k, p + 8 * off, 8); });
+      return;
+    }
+    case DType::f16: read_as(f16{}); return;
+    case DType::bf16: read_as(bf16{}); return;
+  }
 }
 
 TensorArg Tensor::arg() {

@@ -379,5 +379,51 @@ TEST(PortableMath, SinCosTurnsOfKnownValues) {
   EXPECT_TRUE(std::isnan(portable_sincos_turns(std::numeric_limits<double>::infinity()).sin));
 }
 
+
+// Tensor::read and ::write over arbitrary ranges of every layout and dtype against element-wise
+// addressing computed here from the layout's definition (NHWC: N, spatial..., C physically).
+TEST(TensorRanges, ReadAndWriteOfAnyRangeAddressTheLayoutsElements) {
+  const std::vector<int64_t> dims = {3, 5, 4, 7};  // N, C, H, W: odd extents, rows of 7
+  const int64_t n = 3 * 5 * 4 * 7;
+  const auto physical = [&](Layout l, int64_t i) {  // logical index (n, c, h, w) → storage element
+    const int64_t w = i % 7, h = (i / 7) % 4, c = (i / 28) % 5, b = i / 140;
+    return l == Layout::nchw ? i : ((b * 4 + h) * 7 + w) * 5 + c;
+  };
+  for (const DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16})
+    for (const Layout l : {Layout::nchw, Layout::nhwc}) {
+      Tensor t(dt, dims, l);
+      std::vector<double> v(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(i) - 200;  // exact in every dtype
+      for (int64_t lo = 0; lo < n;) {  // written in uneven ranges that start and end mid-row
+        const int64_t hi = std::min(n, lo + 1 + (lo * 7919) % 23);
+        t.write(lo, hi, v.data() + lo);
+        lo = hi;
+      }
+      const auto* bytes = static_cast<const unsigned char*>(t.arg().data);
+      for (int64_t i = 0; i < n; ++i) {
+        double stored = 0;
+        const int64_t off = physical(l, i);
+        switch (dt) {
+          case DType::f32: { float f; std::memcpy(&f, bytes + 4 * off, 4); stored = f; break; }
+          case DType::f64: std::memcpy(&stored, bytes + 8 * off, 8); break;
+          case DType::f16: case DType::bf16: {  // these small integers: the float's top 16 bits (bf16)
+            uint16_t h;
+            std::memcpy(&h, bytes + 2 * off, 2);
+            stored = dt == DType::bf16 ? static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(h) << 16))
+                                       : t.get(i);
+            break;
+          }
+        }
+        ASSERT_EQ(stored, v[i]) << to_string(dt) << " layout " << static_cast<int>(l) << " i=" << i;
+      }
+      for (int64_t lo = 0; lo < n; lo += 13) {
+        const int64_t hi = std::min(n, lo + 31);
+        std::vector<double> got(static_cast<size_t>(hi - lo));
+        t.read(lo, hi, got.data());
+        for (int64_t i = lo; i < hi; ++i) ASSERT_EQ(got[i - lo], v[i]) << to_string(dt) << " i=" << i;
+      }
+    }
+}
+
 }  // namespace
 }  // namespace normcheck
