@@ -20,6 +20,10 @@
 //                       of x: what the measured thing itself allocates at its peak. For the whole
 //                       case that is everything it needs (it generates its own inputs; the setup's
 //                       ReferenceInputs feed only the float64 two-pass)
+//   backend_ns_per_element  whole case only: the time inside the naive backend's calls
+//                       (CaseResult::backend_seconds), nanoseconds per element
+//   own_ratio           whole case only: (ns_per_element − backend_ns_per_element) /
+//                       f64_ns_per_element, normcheck's own cost without the backend under test
 //   threads             reference threads
 #include <benchmark/benchmark.h>
 
@@ -155,11 +159,23 @@ void BM_ReferenceVsFloat64(benchmark::State& state, Op op) {
   opt.threads = threads;
   const long base_kb = read_status_kb("VmRSS:");
   reset_peak_rss();
+  double backend_seconds = 0;
   time_against_float64(state, p, part, in, threads, [&] {
-    if (whole) benchmark::DoNotOptimize(run_case(*naive, p, opt).verdict);
-    else benchmark::DoNotOptimize(fast_reference_run(p, part, in, threads).y.size());
+    if (whole) {
+      const CaseResult r = run_case(*naive, p, opt);
+      backend_seconds += r.backend_seconds;
+      benchmark::DoNotOptimize(r.verdict);
+    } else {
+      benchmark::DoNotOptimize(fast_reference_run(p, part, in, threads).y.size());
+    }
   });
   const double numel = static_cast<double>(p.numel());
+  if (whole) {  // the backend's share, and normcheck's own cost against the float64 two-pass
+    const double backend_ns = 1e9 * backend_seconds / (numel * static_cast<double>(state.iterations()));
+    state.counters["backend_ns_per_element"] = backend_ns;
+    state.counters["own_ratio"] =
+        (state.counters["ns_per_element"] - backend_ns) / state.counters["f64_ns_per_element"];
+  }
   state.counters["input_bytes_per_element"] = 1024.0 * static_cast<double>(base_kb - rss0_kb) / numel;
   const long hwm_kb = read_status_kb("VmHWM:");
   state.counters["peak_bytes_per_element"] = 1024.0 * static_cast<double>(hwm_kb - rss0_kb) / numel;

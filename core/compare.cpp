@@ -183,6 +183,13 @@ TensorComparison compare_range(const TensorComparison& shape, bool has_prob, boo
   TensorComparison c;
   c.dtype = shape.dtype;
   const DType dtype = shape.dtype;
+  // The counts and maxima in locals (registers), not in c's fields, which the compiler keeps in
+  // memory: one load-max-store chain per field and element otherwise.
+  int64_t over_tolerance = 0, nonfinite_mismatch = 0, undefined = 0, over_probabilistic = 0;
+  double max_abs_err = 0, max_rel_err = 0, max_ulp = 0, worst_prob = 0, worst_acc = 0, worst_ratio = 0;
+  int64_t worst_index = -1;
+  ElementBudget worst_budget{};
+  double worst_r = 0, worst_g = 0, worst_err = 0;
   for (int64_t i = lo; i < hi; ++i) {
     if ((i & 0xfffff) == 0) poll_interrupt();  // Ctrl-C honoured within ~1e6 elements
     double r, g;
@@ -190,39 +197,55 @@ TensorComparison compare_range(const TensorComparison& shape, bool has_prob, boo
     at(i, r, g, eb);
     const double tol = eb.tol;
     if (undefined_all || (nonfinite_reference_undefined && !std::isfinite(r))) {
-      ++c.undefined;
+      ++undefined;
       continue;
     }
     double ratio;
     double err = std::fabs(g - r);
     if (!std::isfinite(r) || !std::isfinite(g)) {
       const bool same = (std::isnan(r) && std::isnan(g)) || (std::isinf(r) && (r == g || std::isnan(g)));
-      if (!same) ++c.nonfinite_mismatch;
+      if (!same) ++nonfinite_mismatch;
       ratio = same ? 0 : kInf;
       err = same ? 0 : kInf;
-      if (!same) c.worst_ratio_prob = c.worst_ratio_acc = kInf;
+      if (!same) worst_prob = worst_acc = kInf;
     } else {
       ratio = tol > 0 ? err / tol : (err > 0 ? kInf : 0);
-      if (err > tol) ++c.over_tolerance;
-      c.max_abs_err = max_of(c.max_abs_err, err);
-      if (r != 0) c.max_rel_err = max_of(c.max_rel_err, err / std::fabs(r));
+      if (err > tol) ++over_tolerance;
+      max_abs_err = max_of(max_abs_err, err);
+      if (r != 0) max_rel_err = max_of(max_rel_err, err / std::fabs(r));
       if (has_prob) {
         const double tp = eb.tol_prob;
         const double rp = tp > 0 ? err / tp : (err > 0 ? kInf : 0);
-        c.worst_ratio_prob = max_of(c.worst_ratio_prob, rp);
-        if (rp > kProbabilisticFailFactor && err <= tol) ++c.over_probabilistic;
+        worst_prob = max_of(worst_prob, rp);
+        if (rp > kProbabilisticFailFactor && err <= tol) ++over_probabilistic;
       }
       const double hull = eb.hull, rest = tol - hull;
       const double acc = max_of(0.0, err - hull);
-      c.worst_ratio_acc = max_of(c.worst_ratio_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
+      worst_acc = max_of(worst_acc, rest > 0 ? acc / rest : (acc > 0 ? kInf : 0));
     }
-    c.max_ulp = max_of(c.max_ulp, ulp_gap(dtype, r, g));
-    if (c.worst.index < 0 || ratio > c.worst_ratio) {
-      c.worst_ratio = ratio;
-      c.worst = {i, coords_of(i, shape.dims), g, r, err, tol};
-      // The output rounding dominates where it is at least half of the tolerance.
-      c.dominant = std::isfinite(r) && 2 * eb.hull >= tol ? BudgetTerm::output_rounding : eb.term;
+    max_ulp = max_of(max_ulp, ulp_gap(dtype, r, g));
+    if (worst_index < 0 || ratio > worst_ratio) {
+      worst_ratio = ratio;
+      worst_index = i;
+      worst_budget = eb;
+      worst_r = r, worst_g = g, worst_err = err;
     }
+  }
+  c.over_tolerance = over_tolerance;
+  c.nonfinite_mismatch = nonfinite_mismatch;
+  c.undefined = undefined;
+  c.over_probabilistic = over_probabilistic;
+  c.max_abs_err = max_abs_err;
+  c.max_rel_err = max_rel_err;
+  c.max_ulp = max_ulp;
+  c.worst_ratio_prob = worst_prob;
+  c.worst_ratio_acc = worst_acc;
+  if (worst_index >= 0) {
+    c.worst_ratio = worst_ratio;
+    c.worst = {worst_index, coords_of(worst_index, shape.dims), worst_g, worst_r, worst_err, worst_budget.tol};
+    // The output rounding dominates where it is at least half of the tolerance.
+    c.dominant = std::isfinite(worst_r) && 2 * worst_budget.hull >= worst_budget.tol ? BudgetTerm::output_rounding
+                                                                                       : worst_budget.term;
   }
   return c;
 }

@@ -132,11 +132,11 @@ RunArgs make_run_args(const Problem& p) {
   return args;
 }
 
-ReferenceInputs reference_inputs(const Problem& p, const GeneratedInputs& in) {
+ReferenceInputs reference_inputs(const Problem& p, const GeneratedInputs& in, int threads) {
   const RunArgs args = make_run_args(p);
   ReferenceInputs rin;
-  for (const auto& b : in.batches) rin.batches.push_back(b.to_vector());
-  rin.dy = in.dy.to_vector();
+  for (const auto& b : in.batches) rin.batches.push_back(b.to_vector(threads));
+  rin.dy = in.dy.to_vector(threads);
   rin.gamma = in.gamma.to_vector();
   rin.beta = in.beta.to_vector();
   rin.running_mean = in.running_mean.to_vector();
@@ -186,6 +186,7 @@ Outputs make_outputs(const Problem& p, const Partition& part, const GeneratedInp
 struct CallsResult {
   std::optional<std::pair<Verdict, std::string>> stop;
   uint32_t produced = 0;
+  double backend_seconds = 0;  ///< wall time inside backend.run, all calls
 };
 
 std::optional<std::pair<Verdict, std::string>> call_failure(const RunResult& rr, int k, int calls, Pass pass) {
@@ -229,7 +230,9 @@ CallsResult run_calls(Backend& backend, const Problem& p, const Partition& part,
     const bool running = bn && args.pass != Pass::backward_training;  // RunArgs documents which
     args.running_mean = running ? o.running_mean.arg() : TensorArg{};
     args.running_var = running ? o.running_var.arg() : TensorArg{};
+    const auto t0 = std::chrono::steady_clock::now();
     const RunResult rr = backend.run(args);
+    res.backend_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if ((res.stop = call_failure(rr, k, calls, args.pass))) return res;
     if (k == calls - 1 || (k == n_train - 1)) res.produced |= rr.produced;
   }
@@ -438,7 +441,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
   if (opt.transform_inputs) opt.transform_inputs(in);
 
   // The reference sees exactly what the backend sees.
-  const ReferenceInputs rin = reference_inputs(p, in);
+  const ReferenceInputs rin = reference_inputs(p, in, opt.threads);
   const ReferenceResult ref = opt.reference == ReferenceKind::fast ? fast_reference_run(p, part, rin, opt.threads)
                                                                   : reference_run(p, part, rin, opt.reference_bits);
   res.condition_number = condition_number(ref);
@@ -446,6 +449,7 @@ CaseResult run_case(Backend& backend, const Problem& p, const RunOptions& opt) {
 
   Outputs o = make_outputs(p, part, in, ref);
   const CallsResult calls = run_calls(backend, p, part, args, in, rin, o);
+  res.backend_seconds = calls.backend_seconds;
   if (calls.stop) return finish(calls.stop->first, calls.stop->second);
 
   const std::vector<Slot> slots = output_slots(p, part, ref, *b, o, in);

@@ -6,6 +6,8 @@
 #include <type_traits>
 
 #include "normcheck/lowp.hpp"
+#include "normcheck/memory.hpp"
+#include "normcheck/parallel.hpp"
 
 namespace normcheck {
 
@@ -42,7 +44,7 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> dims, Layout layout)
     if (dims_[d] > 1 && strides_[d] != inner) row_major_ = false;
     inner *= dims_[d];
   }
-  storage_.assign(static_cast<size_t>(numel_) * dtype_size(dtype_), 0);
+  assign_large(storage_, static_cast<size_t>(numel_) * dtype_size(dtype_), static_cast<unsigned char>(0));
 }
 
 int64_t Tensor::offset_of(int64_t i) const {
@@ -136,9 +138,13 @@ void Tensor::write(int64_t lo, int64_t hi, const double* in) {
   }
 }
 
-std::vector<double> Tensor::to_vector() const {
-  std::vector<double> out(numel_);
-  read(0, numel_, out.data());
+std::vector<double> Tensor::to_vector(int threads) const {
+  std::vector<double> out;
+  assign_large(out, static_cast<size_t>(numel_));
+  constexpr int64_t kRange = int64_t{1} << 16;
+  parallel_for((numel_ + kRange - 1) / kRange, resolve_threads(threads), [&](int64_t r) {
+    read(r * kRange, std::min(numel_, (r + 1) * kRange), out.data() + r * kRange);
+  });
   return out;
 }
 

@@ -27,6 +27,7 @@
 #include "normcheck/error.hpp"
 #include "normcheck/exact_sum.hpp"
 #include "normcheck/interrupt.hpp"
+#include "normcheck/memory.hpp"
 #include "normcheck/parallel.hpp"
 #include "normcheck/reference.hpp"
 
@@ -547,7 +548,8 @@ std::vector<double> forward_y(const Inputs& a, const std::vector<double>& x, con
   const SetScalars sc = set_scalars(norm, nullptr);
   const AffineRows ar(a);
   const KernelTable& kt = kernel_table();
-  std::vector<double> y(x.size());
+  std::vector<double> y;
+  assign_large(y, x.size());
   const auto numel = static_cast<int64_t>(x.size());
   parallel_for((numel + kChunk - 1) / kChunk, a.threads, [&](int64_t c) {
     poll_interrupt();
@@ -882,7 +884,7 @@ void backward(const Inputs& a, const std::vector<double>& x, const std::vector<N
     poll_interrupt();
     sb[static_cast<size_t>(s)] = set_backward(a, x, s, norm[static_cast<size_t>(s)], global);
   });
-  res.dx.assign(x.size(), 0.0);
+  assign_large(res.dx, x.size());
   std::vector<const BackCoef*> coef(sb.size());
   for (size_t s = 0; s < sb.size(); ++s) coef[s] = &sb[s].coef;
   const SetScalars sc = set_scalars(norm, &coef);

@@ -270,6 +270,7 @@ std::string to_json_text(const RunReport& r) {
     jc["weak_check"] = c.weak_check;
     jc["suspected_cause"] = c.suspected_cause;
     jc["seconds"] = c.seconds;
+    jc["backend_seconds"] = c.backend_seconds;
     json tensors = json::array();
     for (const auto& tc : c.tensors) {
       json jt;
@@ -398,6 +399,7 @@ CaseResult read_case(const json& jc) {
   c.weak_check = jc.at("weak_check");
   c.suspected_cause = jc.value("suspected_cause", "");
   c.seconds = jc.at("seconds");
+  c.backend_seconds = jc.value("backend_seconds", 0.0);  // optional: earlier reports lack it
   for (const auto& jt : jc.at("tensors")) c.tensors.push_back(read_tensor(jt));
   return c;
 }

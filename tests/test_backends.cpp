@@ -1,10 +1,12 @@
 // The naive backend over every suite, planted bugs (mutants) caught, and runner outcomes.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include "mutants.hpp"
 #include "naive/naive.hpp"
@@ -99,6 +101,33 @@ INSTANTIATE_TEST_SUITE_P(
                       Diagnosed{"mutant_ignore_strides", DType::f32, "strides ignored"},
                       Diagnosed{"mutant_gn_affine_per_group", DType::f32, "per group instead of per channel"}),
     [](const auto& tp) { return std::string(tp.param.mutant) + "_" + std::string(to_string(tp.param.dtype)); });
+
+// CaseResult::backend_seconds is the time inside the backend's calls: a backend that sleeps
+// 30 ms per call shows at least 30 ms per call there, and the case's wall time includes it.
+TEST(CaseTiming, BackendSecondsCountTheTimeInsideTheBackendsCalls) {
+  class Sleepy final : public Backend {
+   public:
+    std::string name() const override { return "sleepy"; }
+    std::string version() const override { return inner_->version(); }
+    std::string description() const override { return "naive, 30 ms asleep per call"; }
+    Capabilities capabilities() const override { return inner_->capabilities(); }
+    std::optional<std::string> unsupported_reason(const RunArgs& a, Layout l) const override {
+      return inner_->unsupported_reason(a, l);
+    }
+    RunResult run(const RunArgs& a) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      return inner_->run(a);
+    }
+
+   private:
+    std::unique_ptr<Backend> inner_ = make_naive_backend();
+  } sleepy;
+  const Problem p = parse_descriptor("batch_norm,pass=forward_inference,shape=2x3x4x4,steps=2");  // 3 calls
+  const CaseResult r = run_case(sleepy, p, {});
+  EXPECT_EQ(r.verdict, Verdict::pass) << r.reason;
+  EXPECT_GE(r.backend_seconds, 3 * 0.030);
+  EXPECT_LE(r.backend_seconds, r.seconds);
+}
 
 TEST(NaiveF64, PassesSharplyEvenOnTheHugeMeanCase) {
   // In f64, κ ≈ 1e6 costs only u·κ ≈ 1e-10: the check must not be weak.

@@ -109,6 +109,9 @@ TEST(Cli, WritesJsonJunitAndMarkdownReports) {
   EXPECT_TRUE(j["complete"].get<bool>());
   int fails = 0;
   for (const auto& c : j["cases"]) {
+    // The backend's share of the case's wall time: timed around its calls, so within the case's.
+    EXPECT_GE(c["backend_seconds"].get<double>(), 0.0) << c["descriptor"];
+    EXPECT_LE(c["backend_seconds"].get<double>(), c["seconds"].get<double>()) << c["descriptor"];
     if (c["verdict"] != "FAIL") continue;
     ++fails;
     EXPECT_EQ(c["reproducer"].get<std::string>().rfind("normcheck --backend mutant_swapped_momentum --case ", 0), 0u);

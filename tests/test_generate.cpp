@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "normcheck/generate.hpp"
+#include "normcheck/memory.hpp"
 #include "normcheck/portable_math.hpp"
 
 namespace normcheck {
@@ -423,6 +424,24 @@ TEST(TensorRanges, ReadAndWriteOfAnyRangeAddressTheLayoutsElements) {
         for (int64_t i = lo; i < hi; ++i) ASSERT_EQ(got[i - lo], v[i]) << to_string(dt) << " i=" << i;
       }
     }
+}
+
+// assign_large: a fresh buffer of n copies of the value whatever v held before (the huge-page
+// advice changes where the memory comes from, never what it holds); the advice itself accepts
+// any pointer and size without throwing.
+TEST(HugePages, AssignLargeHoldsNCopiesOfTheValue) {
+  std::vector<double> v(10, -1.0);
+  const size_t n = (kHugePageMinBytes / sizeof(double)) * 3 + 7;  // advised, not a whole page
+  assign_large(v, n, 2.5);
+  ASSERT_EQ(v.size(), n);
+  EXPECT_EQ(std::count(v.begin(), v.end(), 2.5), static_cast<std::ptrdiff_t>(n));
+  assign_large(v, 3, 1.0);  // small: not advised, the same contents rule
+  EXPECT_EQ(v, (std::vector<double>{1.0, 1.0, 1.0}));
+  advise_huge_pages(nullptr, kHugePageMinBytes);
+  advise_huge_pages(v.data(), 1);
+  std::vector<char> buf(kHugePageMinBytes + 8192, 'a');  // an unaligned start, inside one buffer
+  advise_huge_pages(buf.data() + 1, buf.size() - 1);
+  EXPECT_EQ(std::count(buf.begin(), buf.end(), 'a'), static_cast<std::ptrdiff_t>(buf.size()));
 }
 
 }  // namespace

@@ -849,9 +849,11 @@ CaseResult run_repeated(Backend& backend, const Problem& p, RunOptions opt, int 
       c.verdict = Verdict::nondeterministic;
       c.reason = fmt::format("run {} of {} on identical inputs differs bitwise from run 1: {}", r, repeat, *diff);
       c.seconds += cr.seconds;
+      c.backend_seconds += cr.backend_seconds;
       return c;
     }
     c.seconds += cr.seconds;
+    c.backend_seconds += cr.backend_seconds;
   }
   return c;
 }

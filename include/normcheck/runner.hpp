@@ -41,6 +41,9 @@ struct CaseResult {
   /// A pass whose tolerance is too wide to be informative in this dtype (docs/comparison.md).
   bool weak_check = false;
   double seconds = 0;           ///< wall time of the case (backend + reference + compare)
+  /// Wall time inside the backend's run calls (every call of the case: training steps too);
+  /// seconds − backend_seconds is normcheck's own cost (generation, reference, budgets, compare).
+  double backend_seconds = 0;
   int index = 0;                ///< position in the whole (unsharded) run; merge orders by it
   /// A failing case: the bug signature its errors match (docs/comparison.md "Diagnosis"), or
   /// "unexplained"; "" for cases that did not fail.
@@ -60,8 +63,9 @@ struct CaseCapture {
 };
 
 /// What the reference is given for problem p: the generated inputs in logical order, eps and the
-/// running-statistics weights exactly as the backend receives them (make_run_args).
-ReferenceInputs reference_inputs(const Problem& p, const GeneratedInputs& in);
+/// running-statistics weights exactly as the backend receives them (make_run_args). The tensors
+/// are converted on `threads` threads (0: every core); the result is the same for every count.
+ReferenceInputs reference_inputs(const Problem& p, const GeneratedInputs& in, int threads = 1);
 
 struct RunOptions {
   ReferenceKind reference = ReferenceKind::fast;  ///< fast exact reference, or the slow Boost one

@@ -29,8 +29,9 @@ class Tensor {
   void set(int64_t i, double v);
   /// Stores in[0 .. hi − lo) rounded to dtype at logical elements [lo, hi), as set() does each.
   void write(int64_t lo, int64_t hi, const double* in);
-  /// All values in logical order, as doubles.
-  std::vector<double> to_vector() const;
+  /// All values in logical order, as doubles (read in ranges of 2^16 elements on `threads`
+  /// threads; 0: every core).
+  std::vector<double> to_vector(int threads = 1) const;
   /// The values of logical elements [lo, hi) as doubles, into out[0 .. hi − lo) (the comparison
   /// reads a backend's output range by range, without a whole-tensor copy).
   void read(int64_t lo, int64_t hi, double* out) const;
