@@ -16,8 +16,12 @@ namespace normcheck {
 /// Buffers of at least this many bytes are advised (smaller ones gain nothing: huge pages are 2 MiB).
 constexpr std::size_t kHugePageMinBytes = std::size_t{4} << 20;
 
+/// False when the environment variable NORMCHECK_HUGE_PAGES is "0" (read once): then nothing is
+/// advised, for comparisons and for systems where huge pages cost more than they save.
+bool huge_pages_enabled() noexcept;
+
 /// madvise(MADV_HUGEPAGE) on the whole pages inside [p, p + bytes) when bytes ≥ kHugePageMinBytes
-/// (Linux; a no-op elsewhere and where the kernel refuses). Never throws.
+/// and huge_pages_enabled() (Linux; a no-op elsewhere and where the kernel refuses). Never throws.
 void advise_huge_pages(const void* p, std::size_t bytes) noexcept;
 
 /// v = n copies of value in a fresh allocation that is advised before it is touched (v's old
