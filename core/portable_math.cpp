@@ -5,6 +5,7 @@
 #include <bit>
 #include <cfloat>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -48,33 +49,27 @@ void split_exponent(double x, double& m, int& e) {
   return z * ((p0_3 + z4 * p4_7) + z8 * p89);
 }
 
-/// sin x for |x| ≤ π/4: x − x³/3! + … + x¹⁷/17!, as x + x·z·P(z), z = x².
-[[gnu::always_inline]] inline double sin_kernel(double x, double z) {
-  // 1/n! with n! exact in double up to 18! (< 2^53), so each coefficient is one rounding.
-  // Horner's scheme written out (no inner loop, so a loop over elements vectorizes).
-  double p = 1.0 / 355687428096000.0;  // 1/17!
-  p = -1.0 / 1307674368000.0 + z * p;
-  p = 1.0 / 6227020800.0 + z * p;
-  p = -1.0 / 39916800.0 + z * p;
-  p = 1.0 / 362880.0 + z * p;
-  p = -1.0 / 5040.0 + z * p;
-  p = 1.0 / 120.0 + z * p;
-  p = -1.0 / 6.0 + z * p;
-  return x + x * (z * p);
+/// c[0]·z^(N−1) + … + c[N−1] by Horner's scheme, the loop unrolled completely (#pragma GCC unroll)
+/// before vectorization, so that a loop over elements around it still vectorizes.
+template <std::size_t N>
+[[gnu::always_inline]] inline double horner(double z, const double (&c)[N]) {
+  double p = c[0];
+#pragma GCC unroll 32
+  for (std::size_t k = 1; k < N; ++k) p = c[k] + z * p;
+  return p;
 }
 
+// 1/n! with n! exact in double up to 18! (< 2^53), so each coefficient is one rounding.
+constexpr double kSinCoefficients[] = {1.0 / 355687428096000.0, -1.0 / 1307674368000.0, 1.0 / 6227020800.0,
+                                       -1.0 / 39916800.0, 1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0};
+constexpr double kCosCoefficients[] = {-1.0 / 6402373705728000.0, 1.0 / 20922789888000.0, -1.0 / 87178291200.0,
+                                       1.0 / 479001600.0, -1.0 / 3628800.0, 1.0 / 40320.0, -1.0 / 720.0, 1.0 / 24.0};
+
+/// sin x for |x| ≤ π/4: x − x³/3! + … + x¹⁷/17!, as x + x·z·P(z), z = x².
+[[gnu::always_inline]] inline double sin_kernel(double x, double z) { return x + x * (z * horner(z, kSinCoefficients)); }
+
 /// cos x for |x| ≤ π/4: 1 − x²/2 + x⁴/4! − … − x¹⁸/18!, as (1 − z/2) + z²·P(z), z = x².
-[[gnu::always_inline]] inline double cos_kernel(double z) {
-  double p = -1.0 / 6402373705728000.0;  // −1/18!
-  p = 1.0 / 20922789888000.0 + z * p;
-  p = -1.0 / 87178291200.0 + z * p;
-  p = 1.0 / 479001600.0 + z * p;
-  p = -1.0 / 3628800.0 + z * p;
-  p = 1.0 / 40320.0 + z * p;
-  p = -1.0 / 720.0 + z * p;
-  p = 1.0 / 24.0 + z * p;
-  return (1.0 - 0.5 * z) + (z * z) * p;
-}
+[[gnu::always_inline]] inline double cos_kernel(double z) { return (1.0 - 0.5 * z) + (z * z) * horner(z, kCosCoefficients); }
 
 /// log(m·2^e) for m in (√2/2, √2].
 double log_of_split(double m, int e) {
