@@ -849,7 +849,7 @@ std::optional<TensorComparison> saved_statistics_comparison(const Problem& p, co
                                   : 1 / std::sqrt(static_cast<long double>(saved.variance[s]) + in.eps);
   }
   struct Element {
-    double pred, got, tol;
+    double pred, tol, hull;
   };
   return compare_in_ranges(
       "y_vs_saved_stats", p.dtype, p.dims, part.numel, threads, [&](const TensorComparison& c, int64_t lo, int64_t hi) {
@@ -862,17 +862,17 @@ std::optional<TensorComparison> saved_statistics_comparison(const Problem& p, co
           const long double g = in.gamma.empty() ? 1 : in.gamma[j];
           const long double b = in.beta.empty() || !part.has_beta ? 0 : in.beta[j];
           const long double xhat = (x[i] - mu[s]) * r[s];
-          const double pred = static_cast<double>(g * xhat + b);
+          const double pred = static_cast<double>(g * xhat + b), hull = half_ulp(p.dtype, pred);
           const double a = static_cast<double>(2 * u * std::fabs(g) * r[s] * (std::fabs(x[i]) + std::fabs(mu[s])) +
                                                (rho + 4) * u * std::fabs(g * xhat) + 2 * u * std::fabs(b));
-          el[i - lo] = {pred, got[i - lo], std::isfinite(a) ? s_safety * a + half_ulp(p.dtype, pred) : kInf};
+          el[i - lo] = {pred, std::isfinite(a) ? s_safety * a + hull : kInf, hull};
         });
         // Non-finite saved statistics are judged as themselves (non-finite predictions undefined).
         return compare_range(c, false, false, true, lo, hi, [&](int64_t i, double& ref, double& g, ElementBudget& eb) {
           const Element& e = el[i - lo];
           ref = e.pred;
-          g = e.got;
-          eb = {e.tol, 0, BudgetTerm::element_rounding, half_ulp(p.dtype, e.pred)};
+          g = got[i - lo];
+          eb = {e.tol, 0, BudgetTerm::element_rounding, e.hull};
         });
       });
 }

@@ -3,7 +3,6 @@
 #include "normcheck/generate.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -32,12 +31,11 @@ double uniform(uint64_t key, uint64_t n) { return static_cast<double>(bits(key, 
 
 namespace {
 
-/// x as a double for an integer 0 ≤ x ≤ 2^53, exactly (the value static_cast<double> gives):
-/// each 52-bit part through the encoding 2^52 + part minus 2^52, so that the loop below
-/// vectorizes (an int64 → double conversion has no vector instruction before AVX-512).
+/// x as a double for an integer 0 ≤ x ≤ 2^53, exactly (the value static_cast<double> gives): its
+/// two parts below and above bit 52 through small_uint_to_double, so that the loop below
+/// vectorizes.
 [[gnu::always_inline]] inline double u53_to_double(uint64_t x) {
-  const auto part = [](uint64_t v) { return std::bit_cast<double>(v | 0x4330000000000000ULL) - 0x1p52; };
-  return part(x & 0x000fffffffffffffULL) + part(x >> 52) * 0x1p52;  // exact: the sum is x ≤ 2^53
+  return small_uint_to_double(x & 0x000fffffffffffffULL) + small_uint_to_double(x >> 52) * 0x1p52;  // exact: x ≤ 2^53
 }
 
 /// The Box–Muller arguments of pairs k0 … k0 + np − 1: u1 = (B_2k/2^11 + 1)·2^-53 and
@@ -50,9 +48,6 @@ namespace {
   }
 }
 
-void pair_arguments_portable(uint64_t key, uint64_t k0, int64_t np, double* u1, double* turns) {
-  pair_arguments(key, k0, np, u1, turns);
-}
 #if defined(__x86_64__) && defined(__GNUC__)
 [[gnu::target("avx2")]] void pair_arguments_avx2(uint64_t key, uint64_t k0, int64_t np, double* u1, double* turns) {
   pair_arguments(key, k0, np, u1, turns);
@@ -62,7 +57,7 @@ void pair_arguments_any(uint64_t key, uint64_t k0, int64_t np, double* u1, doubl
 #if defined(__x86_64__) && defined(__GNUC__)
   if (portable_math_avx2()) return pair_arguments_avx2(key, k0, np, u1, turns);
 #endif
-  pair_arguments_portable(key, k0, np, u1, turns);
+  pair_arguments(key, k0, np, u1, turns);
 }
 
 struct Pair {

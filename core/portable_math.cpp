@@ -71,13 +71,28 @@ constexpr double kCosCoefficients[] = {-1.0 / 6402373705728000.0, 1.0 / 20922789
 /// cos x for |x| ≤ π/4: 1 − x²/2 + x⁴/4! − … − x¹⁸/18!, as (1 − z/2) + z²·P(z), z = x².
 [[gnu::always_inline]] inline double cos_kernel(double z) { return (1.0 - 0.5 * z) + (z * z) * horner(z, kCosCoefficients); }
 
-/// log(m·2^e) for m in (√2/2, √2].
-double log_of_split(double m, int e) {
+/// log(m·2^e) for m in (√2/2, √2], e given as a double (exact: |e| ≤ 1100).
+[[gnu::always_inline]] inline double log_of_split(double m, double de) {
   const double s = (m - 1.0) / (m + 1.0);  // m − 1 exact (Sterbenz: m in [1/2, 2])
   const double s2 = s + s;
   const double log_m = s2 + s2 * atanh_tail(s * s);
-  const double de = static_cast<double>(e);
   return de * kLn2Hi + (log_m + de * kLn2Lo);
+}
+
+/// sin and cos of 2π·t from t4 = 4t, its nearest integer q and q mod 4: x = (t4 − q)·π/2
+/// (t4 − q exact: |d| ≤ 1/2, Sterbenz where q ≠ 0; |x| ≤ π/4), the polynomials, then the
+/// quadrant's swap and sign changes as selects (a negation is a sign-bit flip, as unary minus
+/// is), so that a loop over elements vectorizes.
+[[gnu::always_inline]] inline void sincos_of_quarter(double t4, double q, uint64_t quadrant, double& s_out,
+                                                     double& c_out) {
+  const double x = (t4 - q) * kPiOver2;
+  const double z = x * x;
+  const double s = sin_kernel(x, z), c = cos_kernel(z);
+  const bool swap = (quadrant & 1) != 0;  // quadrants 1 and 3: (c, −s) and (−c, s)
+  const double s1 = swap ? c : s, c1 = swap ? s : c;
+  const uint64_t neg_s = (quadrant >> 1) << 63, neg_c = ((quadrant ^ (quadrant >> 1)) & 1) << 63;
+  s_out = std::bit_cast<double>(std::bit_cast<uint64_t>(s1) ^ neg_s);
+  c_out = std::bit_cast<double>(std::bit_cast<uint64_t>(c1) ^ neg_c);
 }
 
 }  // namespace
@@ -93,7 +108,7 @@ double portable_log(double x) {
   double m;
   int e;
   split_exponent(x, m, e);
-  return log_of_split(m, e);
+  return log_of_split(m, static_cast<double>(e));
 }
 
 namespace {
@@ -103,12 +118,6 @@ namespace {
 // the scalar function's bits: IEEE operations are the same in a vector lane, and -ffp-contract=off
 // fuses nothing. Lanes outside the branch-free domain are recomputed by the scalar function.
 
-/// x as a double for an integer 0 ≤ x < 2^52, exactly: the encoding 2^52 + x minus 2^52 (both
-/// exact), since an int64 → double conversion has no vector instruction before AVX-512.
-[[gnu::always_inline]] inline double small_to_double(uint64_t x) {
-  return std::bit_cast<double>(x | 0x4330000000000000ULL) - 0x1p52;
-}
-
 /// portable_log for a normal positive finite x: split_exponent without the subnormal branch and
 /// with m > √2 as a select, then log_of_split.
 [[gnu::always_inline]] inline double log_normal(double x) {
@@ -117,11 +126,8 @@ namespace {
   // m > √2: m·0.5 (exact, one less in the exponent field) and e + 1, as masks, not branches.
   const uint64_t big = uint64_t{0} - static_cast<uint64_t>(std::bit_cast<double>(mb) > kSqrt2);
   const double m = std::bit_cast<double>(mb - (big & (uint64_t{1} << 52)));
-  const double de = (small_to_double(b >> 52) - 1023.0) + std::bit_cast<double>(big & 0x3ff0000000000000ULL);
-  const double s = (m - 1.0) / (m + 1.0);
-  const double s2 = s + s;
-  const double log_m = s2 + s2 * atanh_tail(s * s);
-  return de * kLn2Hi + (log_m + de * kLn2Lo);
+  const double de = (small_uint_to_double(b >> 52) - 1023.0) + std::bit_cast<double>(big & 0x3ff0000000000000ULL);
+  return log_of_split(m, de);
 }
 
 [[gnu::always_inline]] inline void log_block(const double* x, double* y, int64_t n) {
@@ -129,30 +135,16 @@ namespace {
 }
 
 /// portable_sincos_turns for |t| < 2^49 (so |4t| < 2^51): q from the rounding of 4t + 1.5·2^52,
-/// whose two lowest significand bits are q mod 4 (2^51 + q in two's complement mod 4), and the
-/// quadrant's swap and sign changes as selects (a negation is a sign-bit flip, as unary minus).
+/// whose two lowest significand bits are q mod 4 (2^51 + q in two's complement mod 4).
 [[gnu::always_inline]] inline void sincos_small(double t, double& s_out, double& c_out) {
   const double t4 = 4.0 * t;
   const double shifted = t4 + 0x1.8p52;
-  const double q = shifted - 0x1.8p52;
-  const uint64_t quadrant = std::bit_cast<uint64_t>(shifted) & 3;
-  const double d = t4 - q;
-  const double x = d * kPiOver2;
-  const double z = x * x;
-  const double s = sin_kernel(x, z), c = cos_kernel(z);
-  const bool swap = (quadrant & 1) != 0;
-  const double s1 = swap ? c : s, c1 = swap ? s : c;
-  const uint64_t neg_s = (quadrant >> 1) << 63, neg_c = ((quadrant ^ (quadrant >> 1)) & 1) << 63;
-  s_out = std::bit_cast<double>(std::bit_cast<uint64_t>(s1) ^ neg_s);
-  c_out = std::bit_cast<double>(std::bit_cast<uint64_t>(c1) ^ neg_c);
+  sincos_of_quarter(t4, shifted - 0x1.8p52, std::bit_cast<uint64_t>(shifted) & 3, s_out, c_out);
 }
 
 [[gnu::always_inline]] inline void sincos_block(const double* t, double* s, double* c, int64_t n) {
   for (int64_t j = 0; j < n; ++j) sincos_small(t[j], s[j], c[j]);
 }
-
-void log_block_portable(const double* x, double* y, int64_t n) { log_block(x, y, n); }
-void sincos_block_portable(const double* t, double* s, double* c, int64_t n) { sincos_block(t, s, c, n); }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // The same loops for AVX2 (4 lanes instead of SSE2's 2; no FMA enabled, none could be used);
@@ -184,14 +176,14 @@ void log_block_any(const double* x, double* y, int64_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (portable_math_avx2()) return log_block_avx2(x, y, n);
 #endif
-  log_block_portable(x, y, n);
+  log_block(x, y, n);
 }
 
 void sincos_block_any(const double* t, double* s, double* c, int64_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (portable_math_avx2()) return sincos_block_avx2(t, s, c, n);
 #endif
-  sincos_block_portable(t, s, c, n);
+  sincos_block(t, s, c, n);
 }
 
 /// Calls block(b, len) on blocks [b, b + len) of up to kSpecialBlock elements, after noting the
@@ -233,16 +225,9 @@ SinCos portable_sincos_turns(double t) {
   // q = the nearest quarter turn; below 2^51, by adding and subtracting 1.5·2^52 (each exact
   // but the first's rounding to an integer, ties to even), cheaper than a call to std::round.
   const double q = std::fabs(t4) < 0x1p51 ? (t4 + 0x1.8p52) - 0x1.8p52 : std::round(t4);
-  const double d = t4 - q;                  // exact: |d| ≤ 1/2 (Sterbenz where q ≠ 0)
-  const double x = d * kPiOver2;            // |x| ≤ π/4
-  const double z = x * x;
-  const double s = sin_kernel(x, z), c = cos_kernel(z);
-  switch (static_cast<int64_t>(q) & 3) {    // q mod 4 in {0, 1, 2, 3} (|q| ≤ 2^54, two's complement)
-    case 0: return {s, c};
-    case 1: return {c, -s};
-    case 2: return {-s, -c};
-    default: return {-c, s};
-  }
+  SinCos r;  // q mod 4 in {0, 1, 2, 3} (|q| ≤ 2^54, two's complement)
+  sincos_of_quarter(t4, q, static_cast<uint64_t>(static_cast<int64_t>(q)) & 3, r.sin, r.cos);
+  return r;
 }
 
 void portable_sincos_turns(const double* t, double* s, double* c, int64_t n) {

@@ -11,16 +11,6 @@
 
 namespace normcheck {
 
-double round_to(DType t, double v) {
-  switch (t) {
-    case DType::f32: return static_cast<double>(static_cast<float>(v));
-    case DType::f64: return v;
-    case DType::f16: return static_cast<double>(static_cast<float>(static_cast<f16>(v)));
-    case DType::bf16: return static_cast<double>(static_cast<float>(bf16(static_cast<float>(v))));
-  }
-  return v;
-}
-
 Tensor::Tensor(DType dtype, std::vector<int64_t> dims, Layout layout)
     : dtype_(dtype), dims_(std::move(dims)) {
   const int r = static_cast<int>(dims_.size());
@@ -47,39 +37,43 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> dims, Layout layout)
   assign_large(storage_, static_cast<size_t>(numel_) * dtype_size(dtype_), static_cast<unsigned char>(0));
 }
 
-int64_t Tensor::offset_of(int64_t i) const {
-  if (row_major_) return i * static_cast<int64_t>(dtype_size(dtype_));
-  int64_t off = 0;
-  for (int d = static_cast<int>(dims_.size()) - 1; d >= 0; --d) {
-    off += (i % dims_[d]) * strides_[d];
-    i /= dims_[d];
-  }
-  return off * dtype_size(dtype_);
-}
-
-double Tensor::get(int64_t i) const {
-  const unsigned char* p = storage_.data() + offset_of(i);
-  switch (dtype_) {
-    case DType::f32: { float f; std::memcpy(&f, p, 4); return f; }
-    case DType::f64: { double d; std::memcpy(&d, p, 8); return d; }
-    case DType::f16: { f16 h; std::memcpy(&h, p, 2); return static_cast<double>(static_cast<float>(h)); }
-    case DType::bf16: { bf16 b; std::memcpy(&b, p, 2); return static_cast<double>(static_cast<float>(b)); }
-  }
-  return 0;
-}
-
 namespace {
 
-/// v rounded to the storage type T (round to nearest even; bf16 through float, as every bf16
-/// producer does), written at p.
-template <class T>
-void store(unsigned char* p, double v) {
-  T x;
-  if constexpr (std::is_same_v<T, bf16>) x = bf16(static_cast<float>(v));
-  else x = static_cast<T>(v);
-  std::memcpy(p, &x, sizeof(T));
+/// f(T{}) for the storage type T of dtype t: the one dtype switch of get, set, read and write.
+template <class F>
+decltype(auto) with_storage_type(DType t, const F& f) {
+  switch (t) {
+    case DType::f32: return f(float{});
+    case DType::f64: return f(double{});
+    case DType::f16: return f(f16{});
+    case DType::bf16: return f(bf16{});
+  }
+  return f(double{});
 }
 
+/// The value of storage type T at element offset off of p, as a double (exact for every T).
+template <class T>
+double load(const unsigned char* p, int64_t off) {
+  T x;
+  std::memcpy(&x, p + sizeof(T) * off, sizeof(T));
+  if constexpr (std::is_same_v<T, double>) return x;
+  else return static_cast<double>(static_cast<float>(x));
+}
+
+/// v rounded to the storage type T: round to nearest even; bf16 through float, as every bf16
+/// producer does.
+template <class T>
+T to_storage_type(double v) {
+  if constexpr (std::is_same_v<T, bf16>) return bf16(static_cast<float>(v));
+  else return static_cast<T>(v);
+}
+
+/// v rounded to the storage type T, written at element offset off of p.
+template <class T>
+void store(unsigned char* p, int64_t off, double v) {
+  const T x = to_storage_type<T>(v);
+  std::memcpy(p + sizeof(T) * off, &x, sizeof(T));
+}
 
 /// Calls f(k, element offset) for the logical elements lo + k, k < hi − lo, of a tensor with
 /// these extents and strides (in elements): the coordinates of lo once, then an odometer over
@@ -117,25 +111,45 @@ void for_each_offset(const std::vector<int64_t>& dims, const std::vector<int64_t
 
 }  // namespace
 
-void Tensor::set(int64_t i, double v) { write(i, i + 1, &v); }
+double round_to(DType t, double v) {
+  return with_storage_type(t, [&](auto type) {
+    using T = decltype(type);
+    if constexpr (std::is_same_v<T, double>) return v;
+    else return static_cast<double>(static_cast<float>(to_storage_type<T>(v)));
+  });
+}
+
+int64_t Tensor::element_offset(int64_t i) const {
+  if (row_major_) return i;
+  int64_t off = 0;
+  for (int d = static_cast<int>(dims_.size()) - 1; d >= 0; --d) {
+    off += (i % dims_[d]) * strides_[d];
+    i /= dims_[d];
+  }
+  return off;
+}
+
+int64_t Tensor::offset_of(int64_t i) const { return element_offset(i) * static_cast<int64_t>(dtype_size(dtype_)); }
+
+double Tensor::get(int64_t i) const {
+  return with_storage_type(dtype_, [&](auto type) { return load<decltype(type)>(storage_.data(), element_offset(i)); });
+}
+
+void Tensor::set(int64_t i, double v) {
+  with_storage_type(dtype_, [&](auto type) { store<decltype(type)>(storage_.data(), element_offset(i), v); });
+}
 
 void Tensor::write(int64_t lo, int64_t hi, const double* in) {
   if (hi <= lo) return;
-  auto write_as = [&](auto type) {
+  with_storage_type(dtype_, [&](auto type) {
     using T = decltype(type);
     unsigned char* p = storage_.data();
     if (row_major_) {
-      for (int64_t i = lo; i < hi; ++i) store<T>(p + sizeof(T) * i, in[i - lo]);
+      for (int64_t i = lo; i < hi; ++i) store<T>(p, i, in[i - lo]);
       return;
     }
-    for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { store<T>(p + sizeof(T) * off, in[k]); });
-  };
-  switch (dtype_) {
-    case DType::f32: write_as(float{}); return;
-    case DType::f64: write_as(double{}); return;
-    case DType::f16: write_as(f16{}); return;
-    case DType::bf16: write_as(bf16{}); return;
-  }
+    for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { store<T>(p, off, in[k]); });
+  });
 }
 
 std::vector<double> Tensor::to_vector(int threads) const {
@@ -154,30 +168,15 @@ void Tensor::read(int64_t lo, int64_t hi, double* out) const {
     std::memcpy(out, storage_.data() + 8 * lo, static_cast<size_t>(hi - lo) * 8);
     return;
   }
-  auto read_as = [&](auto type) {
+  with_storage_type(dtype_, [&](auto type) {
     using T = decltype(type);
     const unsigned char* p = storage_.data();
-    auto load = [&](int64_t off) {
-      T x;
-      std::memcpy(&x, p + sizeof(T) * off, sizeof(T));
-      return static_cast<double>(static_cast<float>(x));  // exact for every storage type
-    };
     if (row_major_) {
-      for (int64_t i = lo; i < hi; ++i) out[i - lo] = load(i);
+      for (int64_t i = lo; i < hi; ++i) out[i - lo] = load<T>(p, i);
       return;
     }
-    for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { out[k] = load(off); });
-  };
-  switch (dtype_) {
-    case DType::f32: read_as(float{}); return;
-    case DType::f64: {  // not row-major
-      const unsigned char* p = storage_.data();
-      for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { std::memcpy(out + k, p + 8 * off, 8); });
-      return;
-    }
-    case DType::f16: read_as(f16{}); return;
-    case DType::bf16: read_as(bf16{}); return;
-  }
+    for_each_offset(dims_, strides_, lo, hi, [&](int64_t k, int64_t off) { out[k] = load<T>(p, off); });
+  });
 }
 
 TensorArg Tensor::arg() {

@@ -11,6 +11,7 @@
 // arguments each and asserts that.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 
 namespace normcheck {
@@ -39,6 +40,13 @@ SinCos portable_sincos_turns(double t);
 /// s[j], c[j] = portable_sincos_turns(t[j]) for j < n, bit for bit (s or c may be t): vectorized
 /// like portable_log's block form, the scalar function for |t| ≥ 2^49 and non-finite t.
 void portable_sincos_turns(const double* t, double* s, double* c, int64_t n);
+
+/// x as a double for an integer 0 ≤ x < 2^52, exactly (the value static_cast<double> gives): the
+/// encoding of 2^52 + x minus 2^52, both exact. Unlike an int64 → double conversion, which has no
+/// vector instruction before AVX-512, it vectorizes (the block forms and generate.cpp use it).
+[[gnu::always_inline]] inline double small_uint_to_double(uint64_t x) {
+  return std::bit_cast<double>(x | 0x4330000000000000ULL) - 0x1p52;
+}
 
 /// Whether the block forms (and generate.cpp's block of draws) run their AVX2 instantiation: the
 /// CPU has AVX2 and set_portable_math_avx2(false) was not called. Both instantiations are the

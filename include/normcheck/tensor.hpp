@@ -46,6 +46,9 @@ class Tensor {
   TensorArg arg();
 
  private:
+  /// Physical offset of logical index i, in elements.
+  int64_t element_offset(int64_t i) const;
+
   DType dtype_ = DType::f32;
   std::vector<int64_t> dims_, strides_;
   int64_t numel_ = 0;
